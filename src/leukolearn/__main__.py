@@ -1,0 +1,3 @@
+from leukolearn.cli import main
+
+main()

@@ -1,0 +1,235 @@
+"""One training of the paper's CNN: optimiser, loss, early stopping, best checkpoint.
+
+Settings follow the authors' scripts (../shared/paper/original-protocol.md): batch 5, at
+most 500 epochs, early stopping on validation loss with patience 50 (min_delta 0), the
+weights of the lowest validation loss kept; RMSprop lr 1e-3 (Keras: rho 0.9, eps 1e-8
+added after the square root, which is also how torch.optim.RMSprop adds it) for binary
+tasks, Adam lr 1e-4 for multiclass. One epoch is one pass over the (augmented, possibly
+oversampled) training set. Knows nothing about folds: the protocol picks the indices.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from leukolearn.augment import augment_batch, oversample_indices
+from leukolearn.cellimages import CellImages
+from leukolearn.errors import LeukolearnError
+from leukolearn.metrics import is_constant
+from leukolearn.model import ModelConfig, PaperCNN, build_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "rmsprop"  # "rmsprop" | "adam"
+    lr: float = 1e-3
+    batch_size: int = 5
+    max_epochs: int = 500
+    patience: int = 50
+    augment: bool = True
+    init: str = "keras"  # "keras" (Glorot, zero bias; the paper) | "torch"
+    oversample_to: int | None = None  # multiclass: top every class up to this many images
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
+    device: str = "cpu"  # "cpu" | "cuda" | "auto"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("rmsprop", "adam"):
+            raise LeukolearnError(f"unknown optimizer {self.optimizer!r}; use rmsprop or adam")
+        for name in ("batch_size", "max_epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise LeukolearnError(f"{name.replace('_', '-')} must be at least 1")
+        if not self.lr > 0:
+            raise LeukolearnError("learning rate must be positive")
+
+    @classmethod
+    def binary(cls, **overrides) -> "TrainConfig":
+        return cls(**{"optimizer": "rmsprop", "lr": 1e-3, **overrides})
+
+    @classmethod
+    def multiclass(cls, **overrides) -> "TrainConfig":
+        return cls(**{"optimizer": "adam", "lr": 1e-4, "oversample_to": 150, **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    model: PaperCNN  # holds the best-validation weights, in eval mode, on the CPU
+    history: list[dict] = field(default_factory=list)  # epoch, train_loss, val_loss, seconds
+    best_epoch: int = 0
+    epochs_run: int = 0
+    seconds: float = 0.0
+    degenerate: bool = False  # constant predictions on validation: a dead ReLU network
+
+
+EpochCallback = Callable[[dict], None]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LeukolearnError("--device cuda asked for, but torch sees no CUDA GPU")
+    return torch.device(device)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> uint8 (N, 3, H, W); scaling to [0, 1] happens per batch."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def train_model(
+    cells: CellImages,
+    train_idx: Sequence[int],
+    val_idx: Sequence[int],
+    config: TrainConfig,
+    *,
+    seed: int,
+    progress: bool = False,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train a fresh network on cells[train_idx], early-stopped on cells[val_idx]."""
+    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise LeukolearnError("training and validation sets must not be empty")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model_config = ModelConfig(
+        input_size=cells.size, n_classes=cells.n_classes, class_names=cells.class_names
+    )
+    model = build_model(model_config, init=config.init, seed=seed).to(device)
+    optimizer = _make_optimizer(model, config)
+
+    if config.oversample_to:
+        train_idx = train_idx[oversample_indices(cells.labels[train_idx], config.oversample_to, rng)]
+    train_idx = np.sort(train_idx)  # sorted reads are fast on a memory-mapped dataset
+    x_train = to_tensor(cells.images[train_idx])
+    y_train = torch.from_numpy(cells.labels[train_idx])
+    # Validation never changes: normalise it once, not every epoch.
+    x_val = (to_tensor(cells.images[val_idx]).float() / 255).to(device)
+    y_val = torch.from_numpy(cells.labels[val_idx]).to(device)
+
+    best_loss, best_state, best_epoch, wait = float("inf"), None, 0, 0
+    history: list[dict] = []
+    start = time.perf_counter()
+    with _EpochProgress(config.max_epochs, enabled=progress) as bar:
+        for epoch in range(1, config.max_epochs + 1):
+            t0 = time.perf_counter()
+            train_loss = _train_one_epoch(model, optimizer, x_train, y_train, config, generator, device)
+            val_loss = _loss(model, x_val, y_val)
+            record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                      "seconds": time.perf_counter() - t0}
+            history.append(record)
+            if val_loss < best_loss:  # Keras EarlyStopping with min_delta 0: strictly better
+                best_loss, best_epoch, wait = val_loss, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                wait += 1
+            bar.update(record, best_epoch)
+            if on_epoch is not None:
+                on_epoch(record)
+            if wait >= config.patience:
+                break
+
+    if best_state is not None:  # NaN losses from the first epoch leave no best state
+        model.load_state_dict(best_state)
+    model = model.cpu().eval()
+    val_probs = predict_proba(model, cells.images[val_idx])
+    return TrainResult(
+        model=model, history=history, best_epoch=best_epoch, epochs_run=len(history),
+        seconds=time.perf_counter() - start, degenerate=is_constant(val_probs),
+    )
+
+
+def predict_proba(model: PaperCNN, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities (N, n_classes) for uint8 images (N, H, W, 3) at the model's size."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = to_tensor(images[start:start + batch_size]).to(device).float() / 255
+            out.append(torch.softmax(model(x), dim=1).cpu().numpy())
+    if not out:
+        return np.zeros((0, model.config.n_classes), dtype=np.float32)
+    return np.concatenate(out)
+
+
+def _make_optimizer(model: PaperCNN, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(model.parameters(), lr=config.lr, alpha=0.9, eps=1e-8)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def _train_one_epoch(model, optimizer, x_train, y_train, config, generator, device) -> float:
+    model.train()
+    order = torch.randperm(len(x_train), generator=generator)
+    total, seen = 0.0, 0
+    for start in range(0, len(order), config.batch_size):
+        batch = order[start:start + config.batch_size]
+        x = x_train[batch].to(device).float() / 255
+        if config.augment:
+            x = augment_batch(x, generator)
+        y = y_train[batch].to(device)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+        seen += len(batch)
+    return total / seen
+
+
+def _loss(model, x, y, batch_size: int = 128) -> float:
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size])
+            total += F.cross_entropy(logits, y[start:start + batch_size], reduction="sum").item()
+    return total / len(x)
+
+
+class _EpochProgress:
+    """A rich progress bar over epochs showing the losses; a no-op when disabled."""
+
+    def __init__(self, max_epochs: int, enabled: bool):
+        self.max_epochs, self.enabled, self.progress = max_epochs, enabled, None
+
+    def __enter__(self) -> "_EpochProgress":
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.progress = Progress(
+                TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                TextColumn("{task.fields[losses]}"), TimeElapsedColumn(),
+                TextColumn("ETA (at most)"), TimeRemainingColumn(),
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task("train", total=self.max_epochs, losses="")
+        return self
+
+    def update(self, record: dict, best_epoch: int) -> None:
+        if self.progress is not None:
+            losses = (f"train {record['train_loss']:.3f}  val {record['val_loss']:.3f}  "
+                      f"best@{best_epoch}")
+            self.progress.update(self.task, completed=record["epoch"], losses=losses)
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
