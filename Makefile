@@ -1,0 +1,28 @@
+# One command each: `make demo` sets up and runs the main job, `make test` sets up and
+# runs every test (the default suite plus the slow and real-data ones, as CI does).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; see the README for a GPU install.
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)" -e ".[test]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/leukolearn demo
+
+test: install
+	$(PY) -m pytest -m "slow or not slow"
+
+test-fast: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .hypothesis

@@ -1,0 +1,48 @@
+"""Options shared by several commands, and the one way the CLI loads a dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from leukolearn.cellimages import CellImages
+
+DATA = "Data"
+
+DatasetArg = typer.Argument(..., help="Dataset layout: see `leukolearn datasets`.")
+RootArg = typer.Argument(..., help="Folder holding the images (or the manifest CSV).")
+SizeOpt = typer.Option(None, "--size", help="Model input size in px (default: the layout's, "
+                       "257 for ALL-IDB2 and folders, 400 for AML).", rich_help_panel=DATA)
+PositiveOpt = typer.Option(None, "--positive", help="Binary task: these classes (comma-"
+                           "separated) are positive, all others negative. aml-lmu: MYO,MOB "
+                           "by default.", rich_help_panel=DATA)
+MulticlassOpt = typer.Option(False, "--multiclass", help="Keep every class (aml-lmu: do not "
+                             "merge into blast / other).", rich_help_panel=DATA)
+LabelTableOpt = typer.Option(None, "--label-table", help="ALL-IDB2: CSV/XLSX mapping image "
+                             "id to cell type, for the multiclass task.", rich_help_panel=DATA)
+MasksOpt = typer.Option(None, "--masks", help="ALL-IDB2: folder of expert masks.",
+                        rich_help_panel=DATA)
+NoDedupeOpt = typer.Option(False, "--keep-duplicates", help="Keep near-duplicate images "
+                           "(by default one of each pair is dropped).", rich_help_panel=DATA)
+
+DEFAULT_POSITIVE = {"aml-lmu": "MYO,MOB"}
+
+
+def split_csv(text: Optional[str]) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def load_cells(dataset: str, root: Path, *, size: Optional[int] = None,
+               positive: Optional[str] = None, multiclass: bool = False,
+               label_table: Optional[Path] = None, masks: Optional[Path] = None,
+               keep_duplicates: bool = False, progress: bool = True) -> CellImages:
+    """Load a dataset as the CLI's options describe it (binary unless --multiclass)."""
+    from leukolearn.data import load_dataset
+
+    if positive is None and not multiclass:
+        positive = DEFAULT_POSITIVE.get(dataset)
+    return load_dataset(
+        dataset, root, size=size, positive=None if multiclass else split_csv(positive),
+        label_table=label_table, masks_dir=masks, dedupe=not keep_duplicates, progress=progress,
+    )
