@@ -1,0 +1,128 @@
+"""The command line as a user meets it: exit codes, one-line errors, written outputs."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leukolearn.cli import main
+from leukolearn.data.synthetic import make_binary, write_image_folder
+
+
+def run(args, capsys):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cells")
+    write_image_folder(make_binary(12, size=190, seed=1), root)
+    return root
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:")
+    for needle in needles:
+        assert needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_help_lists_commands(capsys):
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    for command in ("datasets", "inspect", "train", "predict", "demo"):
+        assert command in out
+
+
+def test_datasets_json_lists_every_layout(capsys):
+    code, out, _ = run(["datasets", "--json"], capsys)
+    assert code == 0
+    assert {"all-idb2", "aml-lmu", "folder", "manifest"} <= set(json.loads(out))
+
+
+def test_unknown_dataset_is_a_one_line_error(tmp_path, capsys):
+    code, _, err = run(["inspect", "no-such-layout", str(tmp_path)], capsys)
+    assert_one_line_error(code, err, "no-such-layout")
+
+
+def test_empty_folder_is_a_one_line_error(tmp_path, capsys):
+    code, _, err = run(["train", "folder", str(tmp_path), "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, str(tmp_path))
+
+
+def test_corrupt_image_names_the_file(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_image_folder(make_binary(4, size=190, seed=1), root)
+    bad = root / "blast" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    code, _, err = run(["train", "folder", str(root), "--positive", "blast",
+                        "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "broken.png")
+    # inspect lists it instead of stopping
+    code, out, _ = run(["inspect", "folder", str(root), "--json"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    assert any("broken.png" in item["path"] for item in report["bad_files"])
+
+
+def test_text_file_posing_as_image_names_the_file(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_image_folder(make_binary(4, size=190, seed=1), root)
+    (root / "other" / "notes.tif").write_text("not an image")
+    code, _, err = run(["train", "folder", str(root), "--positive", "blast",
+                        "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "notes.tif")
+
+
+def test_class_with_too_few_images_is_refused(tmp_path, capsys):
+    root = tmp_path / "data"
+    cells = make_binary(6, size=190, seed=2)
+    write_image_folder(cells, root)
+    for extra in sorted((root / "blast").iterdir())[2:]:
+        extra.unlink()
+    code, _, err = run(["train", "folder", str(root), "--positive", "blast", "--size", "190",
+                        "--train-size", "4", "--val-size", "2", "--test-size", "2",
+                        "--out", str(tmp_path / "o")], capsys)
+    assert_one_line_error(code, err, "blast")
+
+
+def test_train_then_predict_writes_outputs(image_folder, tmp_path, capsys):
+    out = tmp_path / "model"
+    code, stdout, err = run(["train", "folder", str(image_folder), "--positive", "blast",
+                             "--size", "190", "--train-size", "12", "--val-size", "6",
+                             "--test-size", "6", "--max-epochs", "2", "--json",
+                             "--out", str(out)], capsys)
+    assert code == 0, err
+    metrics = json.loads(stdout)
+    assert 0 <= metrics["roc_auc"] <= 1 and metrics["epochs_run"] == 2
+    for name in ("model.safetensors", "history.json", "metrics.json", "split.json",
+                 "train_config.json"):
+        assert (out / name).is_file()
+    csv_path = tmp_path / "pred.csv"
+    code, _, err = run(["predict", str(out / "model.safetensors"), str(image_folder / "blast"),
+                        "--out", str(csv_path)], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 12
+    for row in rows:
+        assert float(row["p_other"]) + float(row["p_blast"]) == pytest.approx(1, abs=1e-5)
+
+
+def test_predict_on_a_truncated_model_is_a_one_line_error(tmp_path, capsys):
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    img = tmp_path / "cell.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(img)
+    code, _, err = run(["predict", str(model), str(img), "--out", str(tmp_path / "p.csv")], capsys)
+    assert_one_line_error(code, err, "model.safetensors")

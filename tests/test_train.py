@@ -1,0 +1,92 @@
+"""The learning code on synthetic cells: it learns, it is seeded, it keeps the best epoch."""
+import numpy as np
+import pytest
+import torch
+
+from leukolearn.data.synthetic import make_binary
+from leukolearn.experiment import SplitSizes, stratified_split
+from leukolearn.metrics import roc_auc
+from leukolearn.model import ModelConfig, build_model
+from leukolearn.train import TrainConfig, predict_proba, train_model
+
+SIZE = 190  # the smallest input the paper's six conv/pool blocks accept: fast tests
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return make_binary(60, size=SIZE, seed=11)
+
+
+@pytest.fixture(scope="module")
+def split(cells):
+    return stratified_split(cells.labels, SplitSizes(train=70, val=16, test=34), seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(cells, split):
+    config = TrainConfig.binary(max_epochs=25, patience=8, threads=2)
+    return train_model(cells, split.train, split.val, config, seed=0)
+
+
+def test_untrained_network_is_near_chance(cells, split):
+    model = build_model(ModelConfig(input_size=SIZE), seed=0)
+    probs = predict_proba(model, cells.images[split.test])
+    auc = roc_auc(cells.labels[split.test], probs[:, 1])
+    assert 0.2 < auc < 0.8
+
+
+def test_trained_network_separates_blasts(cells, split, trained):
+    probs = predict_proba(trained.model, cells.images[split.test])
+    assert roc_auc(cells.labels[split.test], probs[:, 1]) > 0.9
+    assert not trained.degenerate
+
+
+def test_history_and_best_epoch_are_consistent(trained):
+    val_losses = [h["val_loss"] for h in trained.history]
+    assert trained.epochs_run == len(trained.history)
+    assert trained.best_epoch == int(np.argmin(val_losses)) + 1
+    assert all(np.isfinite(h["train_loss"]) for h in trained.history)
+
+
+def test_best_validation_weights_are_kept(cells, split):
+    # With patience 3 training runs past the best epoch; the returned model must give
+    # exactly the best epoch's validation loss, not the last one's.
+    import torch.nn.functional as F
+
+    config = TrainConfig.binary(max_epochs=12, patience=3, threads=2)
+    result = train_model(cells, split.train, split.val, config, seed=4)
+    x = torch.from_numpy(cells.images[split.val]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        loss = F.cross_entropy(result.model(x), torch.from_numpy(cells.labels[split.val])).item()
+    best = min(h["val_loss"] for h in result.history)
+    assert loss == pytest.approx(best, rel=1e-4)
+
+
+def test_early_stopping_stops_after_patience(cells, split):
+    config = TrainConfig.binary(max_epochs=200, patience=2, threads=2, lr=1e-9)
+    result = train_model(cells, split.train[:10], split.val, config, seed=0)
+    assert result.epochs_run < 200
+    assert result.epochs_run - result.best_epoch == 2
+
+
+def test_training_is_deterministic_from_the_seed(cells, split):
+    config = TrainConfig.binary(max_epochs=2, patience=5, threads=2)
+    a = train_model(cells, split.train[:20], split.val, config, seed=7)
+    b = train_model(cells, split.train[:20], split.val, config, seed=7)
+    c = train_model(cells, split.train[:20], split.val, config, seed=8)
+    assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+    assert a.history[-1]["val_loss"] != c.history[-1]["val_loss"]
+
+
+def test_multiclass_training_oversamples_and_runs():
+    from leukolearn.data.synthetic import make_cells
+
+    cells = make_cells(8, classes=("blast", "lymphocyte", "neutrophil"), size=SIZE, seed=2)
+    config = TrainConfig.multiclass(max_epochs=1, patience=1, threads=2, oversample_to=12)
+    seen = []
+    result = train_model(cells, np.arange(0, 24, 2), np.arange(1, 24, 2), config, seed=0,
+                         on_epoch=seen.append)
+    assert result.model.config.n_classes == 3
+    assert len(seen) == 1 and seen[0]["epoch"] == 1
