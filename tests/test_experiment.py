@@ -3,7 +3,7 @@ import pytest
 
 from leukolearn.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
-from leukolearn.experiment import SplitSizes, check_split_feasible, evaluate, stratified_split
+from leukolearn.experiment import SplitSizes, evaluate, fit_split_to_data, stratified_split
 
 
 def test_split_is_disjoint_balanced_and_seeded():
@@ -35,10 +35,17 @@ def _cells(labels):
 
 
 def test_infeasible_splits_are_refused_with_the_reason():
-    with pytest.raises(LeukolearnError, match="dataset has 20"):
-        check_split_feasible(_cells([0, 1] * 10), SplitSizes(15, 5, 5))
+    with pytest.raises(LeukolearnError, match="has only 20"):
+        fit_split_to_data(_cells([0, 1] * 10), SplitSizes(15, 10, 10))
     with pytest.raises(LeukolearnError, match="class 'b' has 2"):
-        check_split_feasible(_cells([0] * 18 + [1] * 2), SplitSizes(5, 5, 5))
+        fit_split_to_data(_cells([0] * 18 + [1] * 2), SplitSizes(5, 5, 5))
+
+
+def test_training_set_shrinks_to_what_is_left_with_a_note():
+    sizes, note = fit_split_to_data(_cells([0, 1] * 10), SplitSizes(15, 5, 5))
+    assert sizes == SplitSizes(10, 5, 5)
+    assert "training on 10 instead of 15" in note
+    assert fit_split_to_data(_cells([0, 1] * 10), SplitSizes(8, 5, 5))[1] == ""
 
 
 def test_evaluate_reports_auc_for_two_classes():

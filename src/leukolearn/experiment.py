@@ -65,20 +65,31 @@ def _balanced_take(labels: np.ndarray, pool: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(chosen, dtype=np.int64)
 
 
-def check_split_feasible(cells: CellImages, sizes: SplitSizes) -> None:
-    """Refuse splits the data cannot fill, naming the class that is short."""
-    total = sizes.train + sizes.val + sizes.test
-    if total > len(cells):
-        raise LeukolearnError(
-            f"train {sizes.train} + val {sizes.val} + test {sizes.test} = {total} images, "
-            f"but the dataset has {len(cells)}"
-        )
+def fit_split_to_data(cells: CellImages, sizes: SplitSizes) -> tuple[SplitSizes, str]:
+    """The split to use, and a note when the training set had to shrink.
+
+    Test and validation sizes are kept; a training size larger than what is left is cut
+    to what is left (ALL-IDB2 without its 13 near-duplicates has 247 images, so 25 + 25
+    leave 197, not the paper's 200). Splits the data cannot fill are refused, naming the
+    class that is short.
+    """
     for name, count in cells.class_counts().items():
         if count < 3:
             raise LeukolearnError(
                 f"class {name!r} has {count} image(s); each class needs at least 3 "
                 "(one each for training, validation and test)"
             )
+    left = len(cells) - sizes.val - sizes.test
+    if left < 2:
+        raise LeukolearnError(
+            f"val {sizes.val} + test {sizes.test} images leave {max(left, 0)} for training, "
+            f"but the dataset has only {len(cells)}"
+        )
+    if sizes.train <= left:
+        return sizes, ""
+    note = (f"only {left} images are left for training after {sizes.test} test and "
+            f"{sizes.val} validation images; training on {left} instead of {sizes.train}")
+    return SplitSizes(train=left, val=sizes.val, test=sizes.test), note
 
 
 def evaluate(cells: CellImages, test_idx: np.ndarray, probs: np.ndarray) -> dict:
@@ -110,7 +121,11 @@ def train_and_evaluate(
 ) -> dict:
     """Split, train, test, and write model.safetensors, history.json, metrics.json,
     split.json and train_config.json into out_dir. Returns the metrics."""
-    check_split_feasible(cells, sizes)
+    sizes, note = fit_split_to_data(cells, sizes)
+    if note and progress:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]note:[/yellow] {note}")
     split = stratified_split(cells.labels, sizes, seed)
     result: TrainResult = train_model(cells, split.train, split.val, config, seed=seed,
                                       progress=progress)

@@ -1,0 +1,173 @@
+"""`leukolearn sweep` and `leukolearn summary`: the paper's training-size experiments."""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from leukolearn.cli import app
+from leukolearn.cli.options import (DatasetArg, LabelTableOpt, NoDedupeOpt, PositiveOpt, RootArg,
+                                    SizeOpt, load_cells)
+from leukolearn.errors import LeukolearnError
+
+SWEEP = "Sweep (default: the preset's)"
+TRAINING = "Training (default: the preset's)"
+RUNNING = "Running"
+
+# The dataset layouts whose paper experiment is not the ALL-IDB2 one.
+DEFAULT_PRESET = {"aml-lmu": "paper-aml-binary"}
+
+
+def _preset_help() -> str:
+    from leukolearn.presets import PRESETS
+
+    return "; ".join(f"{name}: {desc}" for name, (desc, _) in PRESETS.items())
+
+
+@app.command()
+def sweep(
+    dataset: str = DatasetArg,
+    root: Path = RootArg,
+    out: Path = typer.Option(..., "--out", help="Run directory. Give an existing one to resume it."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="paper-all-binary (default), paper-aml-binary (default for "
+        "aml-lmu), paper-multiclass or quick. See `leukolearn presets`.", rich_help_panel=SWEEP),
+    folds: Optional[int] = typer.Option(None, "--folds", help="Cross-validation folds.", rich_help_panel=SWEEP),
+    run_folds: Optional[int] = typer.Option(None, "--run-folds", help="Run only the first K folds.", rich_help_panel=SWEEP),
+    sizes: Optional[str] = typer.Option(None, "--sizes", help="Training sizes: '10,20,50' or "
+                                        "'10:200:10' (start:stop:step, stop included).", rich_help_panel=SWEEP),
+    test_size: Optional[int] = typer.Option(None, "--test-size", help="Test images per fold (AML protocol; "
+                                            "the ALL protocol tests every image once).", rich_help_panel=SWEEP),
+    val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation images per fold (ALL: "
+                                           "default the next fold's whole test set).", rich_help_panel=SWEEP),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seeds the splits and every job's training.", rich_help_panel=SWEEP),
+    replicates: Optional[int] = typer.Option(None, "--replicates", help="Trainings per fold and size, "
+                                             "each from its own initialisation.", rich_help_panel=SWEEP),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", rich_help_panel=TRAINING),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: epochs without "
+                                           "a better validation loss.", rich_help_panel=TRAINING),
+    init: Optional[str] = typer.Option(None, "--init", help="'keras' (the paper) or 'torch'.", rich_help_panel=TRAINING),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto.", rich_help_panel=TRAINING),
+    size: Optional[int] = SizeOpt,
+    positive: Optional[str] = PositiveOpt,
+    label_table: Optional[Path] = LabelTableOpt,
+    keep_duplicates: bool = NoDedupeOpt,
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Trainings run in parallel (processes); "
+                             "each gets cores / jobs threads.", rich_help_panel=RUNNING),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar.", rich_help_panel=RUNNING),
+):
+    """Train one network per fold and training size, test each on its fold's test set.
+
+    Every finished training is saved at once in the run directory; run the same command
+    again to resume an interrupted sweep. Then: `leukolearn summary RUN`.
+    """
+    from leukolearn.presets import get_preset
+    from leukolearn.sweep import sweep_dataset
+
+    config = get_preset(preset or DEFAULT_PRESET.get(dataset, "paper-all-binary"))
+    config = config.with_options(folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes),
+                                 test_size=test_size, val_size=val_size, seed=seed,
+                                 replicates=replicates)
+    config = config.with_train(max_epochs=max_epochs, patience=patience, init=init, device=device)
+    multiclass = config.metric == "weighted_f1"
+    cells = load_cells(dataset, root, size=size, positive=None if multiclass else positive,
+                       multiclass=multiclass, label_table=label_table,
+                       keep_duplicates=keep_duplicates, progress=not no_progress)
+    load_options = {"size": cells.size, "positive": positive, "multiclass": multiclass,
+                    "label_table": str(label_table) if label_table else None,
+                    "dedupe": not keep_duplicates}
+    with warnings.catch_warnings():  # e.g. "test set reduced": one plain line, at once
+        warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
+        report = sweep_dataset(cells, config, out, dataset_name=dataset,
+                               dataset_root=root.resolve(), load_options=load_options, jobs=jobs,
+                               progress=not no_progress)
+
+    say(f"{report.done} jobs done, {report.skipped} already in {out}, {report.failed} failed "
+        f"({report.seconds:.0f} s)")
+    for job_id, message in report.failures:
+        say(f"  failed {job_id}: {message}")
+    if report.interrupted:
+        say(f"interrupted; finished jobs are saved. Resume with the same command: {_command()}")
+        sys.exit(130)  # not typer.Exit: main() runs click with standalone_mode=False
+    if report.failed:
+        say("run the same command again to retry the failed jobs")
+        sys.exit(1)
+    say(f"see the results: leukolearn summary {out}")
+
+
+@app.command()
+def summary(
+    run: Path = typer.Argument(..., help="A run directory written by `leukolearn sweep`."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV here."),
+):
+    """Test metric per training size over folds: mean ± s.d., median, degenerate runs."""
+    from leukolearn.store import RunStore
+    from leukolearn.summary import summarize_store
+
+    with RunStore.open(run) as store:
+        result = summarize_store(store)
+    if csv_path is not None:
+        tmp = csv_path.with_name(csv_path.name + ".tmp")
+        tmp.write_text(result.to_csv())
+        tmp.replace(csv_path)
+    if as_json:
+        typer.echo(result.to_json())
+        return
+    _print_table(result, run)
+
+
+@app.command()
+def presets():
+    """The named sweep settings `leukolearn sweep --preset` accepts, as JSON."""
+    import json
+
+    from leukolearn.presets import PRESETS, get_preset
+
+    typer.echo(json.dumps({name: {"about": desc, **get_preset(name).to_dict()}
+                           for name, (desc, _) in PRESETS.items()}, indent=2))
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def parse_sizes(text: Optional[str]) -> tuple[int, ...] | None:
+    """'10,20,50' or '10:200:10' (stop included) -> sizes."""
+    if not text:
+        return None
+    try:
+        if ":" in text:
+            start, stop, step = (int(p) for p in text.split(":"))
+            if step < 1:
+                raise ValueError
+            return tuple(range(start, stop + 1, step))
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise LeukolearnError(f"--sizes {text!r}: give e.g. '10,20,50' or '10:200:10'") from None
+
+
+def _print_table(result, run: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(x: float) -> str:
+        return "–" if x != x else f"{x:.3f}"
+
+    table = Table(title=f"{run}: test {result.metric_name} per training size")
+    for col in ("size", "n", "mean ± s.d.", "median", "min", "max", "degenerate", "failed"):
+        table.add_column(col, justify="right")
+    for r in result.rows:
+        table.add_row(str(r.size), str(r.n_jobs), f"{fmt(r.mean)} ± {fmt(r.sd)}", fmt(r.median),
+                      fmt(r.min), fmt(r.max), str(r.n_degenerate), str(r.n_failed))
+    Console().print(table)
+
+
+def _command() -> str:
+    import shlex
+
+    return "leukolearn " + shlex.join(sys.argv[1:]) if sys.argv and "leukolearn" in sys.argv[0] \
+        else "leukolearn sweep ... (same options)"

@@ -1,0 +1,92 @@
+"""`leukolearn sweep` and `summary` end to end on a tiny folder of PNGs (real, very short trainings)."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leukolearn.cli import main
+from leukolearn.cli.sweep_cmds import parse_sizes
+from leukolearn.errors import LeukolearnError
+
+
+def run(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def png_folder(tmp_path_factory):
+    """20 'blast' (dark blob) and 20 'lymphocyte' (light blob) 48 px PNGs in class folders."""
+    root = tmp_path_factory.mktemp("pngs")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    for cls, level in (("blast", 60), ("lymphocyte", 200)):
+        (root / cls).mkdir()
+        for i in range(20):
+            img = rng.integers(180, 255, (48, 48, 3)).astype(np.uint8)
+            r = rng.integers(10, 18)
+            img[(yy - 24) ** 2 + (xx - 24) ** 2 < r * r] = level
+            Image.fromarray(img).save(root / cls / f"{cls}{i:02d}.png")
+    return root
+
+
+TINY = ["--preset", "quick", "--folds", "4", "--run-folds", "2", "--sizes", "4,8",
+        "--max-epochs", "2", "--patience", "1", "--size", "190", "--positive", "blast",
+        "--keep-duplicates", "--no-progress"]
+
+
+def test_sweep_then_summary_then_resume(png_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run(["sweep", "folder", str(png_folder), "--out", str(out), *TINY], capsys)
+    assert code == 0, err
+    assert "4 jobs done, 0 already" in err
+    assert len(list((out / "weights").glob("*.safetensors"))) == 4
+
+    code, stdout, err = run(["summary", str(out), "--json", "--csv", str(tmp_path / "s.csv")], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["metric"] == "auc"
+    assert [(r["size"], r["n_jobs"], r["n_folds"]) for r in summary["rows"]] == [(4, 2, 2), (8, 2, 2)]
+    assert all(0 <= r["mean"] <= 1 for r in summary["rows"] if r["mean"] is not None)
+    assert (tmp_path / "s.csv").read_text().startswith("metric,size,")
+
+    code, _, err = run(["sweep", "folder", str(png_folder), "--out", str(out), *TINY], capsys)
+    assert code == 0 and "0 jobs done, 4 already" in err  # resuming a complete run trains nothing
+
+    code, _, err = run(["sweep", "folder", str(png_folder), "--out", str(out), *TINY,
+                        "--max-epochs", "3"], capsys)
+    assert code == 2 and err.startswith("error:") and "train.max_epochs: 2 -> 3" in err
+    assert len(err.strip().splitlines()) == 1
+
+    code, stdout, _ = run(["summary", str(out)], capsys)
+    assert code == 0 and "mean ± s.d." in stdout
+
+
+def test_user_errors_are_one_line(png_folder, tmp_path, capsys):
+    base = ["sweep", "folder", str(png_folder), "--size", "190", "--positive", "blast",
+            "--no-progress", "--max-epochs", "1", "--folds", "4", "--run-folds", "1",
+            "--keep-duplicates"]
+    # The paper presets cap a size larger than the pool (ALL-IDB2 deduplicated leaves
+    # 197 of the paper's 200) with a one-line warning.
+    code, _, err = run([*base, "--out", str(tmp_path / "r1"), "--sizes", "4,30", "--preset",
+                        "quick"], capsys)
+    assert code == 0 and "warning: training sizes [30] capped to the training pool" in err
+    code, _, err = run(["summary", str(tmp_path / "nothing")], capsys)
+    assert code == 2 and "not a leukolearn run" in err
+    code, _, err = run(["sweep", "folder", str(png_folder), "--out", str(tmp_path / "r2"),
+                        "--preset", "nope"], capsys)
+    assert code == 2 and "unknown preset" in err
+
+
+def test_parse_sizes():
+    assert parse_sizes("10:50:10") == (10, 20, 30, 40, 50)
+    assert parse_sizes("5, 7") == (5, 7)
+    assert parse_sizes(None) is None
+    with pytest.raises(LeukolearnError):
+        parse_sizes("ten")

@@ -1,0 +1,140 @@
+"""The run directory: round trips, refusals (config, dataset, lock, foreign folder), atomicity."""
+import json
+import math
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from leukolearn.cellimages import CellImages
+from leukolearn.errors import LeukolearnError
+from leukolearn.protocol import ProtocolOptions, make_plan
+from leukolearn.store import DatasetInfo, RunStore
+from leukolearn.sweep import JobOutcome
+
+CONFIG = {"protocol": "all", "options": {"folds": 4, "sizes": [4, 8]}, "metric": "auc"}
+
+
+def tiny_cells(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return CellImages(rng.integers(0, 255, (n, 4, 4, 3), dtype=np.uint8), np.arange(n) % 2,
+                      ("other", "blast"), tuple(f"img{i}" for i in range(n)))
+
+
+def info(cells):
+    return DatasetInfo.from_cells(cells, "synthetic", "/nowhere")
+
+
+def outcome(job, metric=0.75):
+    probs = np.tile([[0.3, 0.7]], (len(job.test_idx), 1))
+    return JobOutcome(metric=metric, best_epoch=3, epochs_run=5, seconds=0.1, degenerate=False,
+                      test_probs=probs, history=[{"epoch": 1, "val_loss": np.float32(0.5)}],
+                      model={"w": torch.arange(3, dtype=torch.float32)})
+
+
+@pytest.fixture
+def cells():
+    return tiny_cells()
+
+
+@pytest.fixture
+def plan(cells):
+    return make_plan("all", cells.labels, ProtocolOptions(folds=4, sizes=(4, 8)))
+
+
+def test_round_trip(tmp_path, cells, plan):
+    job = plan[0]
+    with RunStore.create_or_resume(tmp_path / "run", config=CONFIG, dataset=info(cells), cells=cells) as store:
+        store.record_done(job, outcome(job), cells.labels[list(job.test_idx)])
+    for name in ("config.json", "dataset.json", "versions.json", "run.sqlite"):
+        assert (tmp_path / "run" / name).exists()
+    assert set(json.loads((tmp_path / "run/versions.json").read_text())) == {"leukolearn", "torch", "numpy", "python"}
+    with RunStore.open(tmp_path / "run") as store:
+        assert store.config_dict == CONFIG
+        assert store.dataset_info.fingerprint == cells.fingerprint
+        assert store.finished_ids() == {job.job_id}
+        (record,) = store.results()
+        assert (record.fold, record.size, record.seed, record.metric) == (job.fold, job.size, job.seed, 0.75)
+        assert (record.best_epoch, record.epochs_run, record.degenerate) == (3, 5, False)
+        pred = store.predictions(job.job_id)
+        assert pred.test_idx.tolist() == list(job.test_idx)
+        assert pred.labels.tolist() == cells.labels[list(job.test_idx)].tolist()
+        assert pred.probs.shape == (len(job.test_idx), 2) and pred.probs.dtype == np.float32
+        assert store.history(job.job_id) == [{"epoch": 1, "val_loss": 0.5}]
+        train, val, test = store.split(job.job_id)
+        assert train.tolist() == list(job.train_idx) and val.tolist() == list(job.val_idx)
+        assert load_file(store.weights_path(job.job_id))["w"].tolist() == [0.0, 1.0, 2.0]
+        assert store.image_ids()[:2] == ["img0", "img1"]
+        with pytest.raises(LeukolearnError, match="read-only"):
+            store.record_failed(job, "x")
+
+
+def test_nan_metric_and_failed_rows(tmp_path, cells, plan):
+    a, b = plan[0], plan[1]
+    with RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(cells), cells=cells) as store:
+        store.record_done(a, outcome(a, metric=float("nan")), cells.labels[list(a.test_idx)])
+        store.record_failed(b, "RuntimeError: boom")
+        assert store.finished_ids() == {a.job_id}  # a failure is not finished: it runs again
+        assert math.isnan(store.results()[0].metric)
+        failed = [r for r in store.results(include_failed=True) if r.status == "failed"]
+        assert [(r.job_id, r.error) for r in failed] == [(b.job_id, "RuntimeError: boom")]
+        store.record_done(b, outcome(b), cells.labels[list(b.test_idx)])  # the retry replaces it
+        assert store.finished_ids() == {a.job_id, b.job_id}
+        assert all(r.status == "done" for r in store.results(include_failed=True))
+
+
+def test_changed_config_is_refused_with_what_differs(tmp_path, cells):
+    RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(cells), cells=cells).close()
+    changed = {**CONFIG, "options": {"folds": 5, "sizes": [4, 8]}}
+    with pytest.raises(LeukolearnError, match=r"options\.folds: 4 -> 5.*new --out"):
+        RunStore.create_or_resume(tmp_path, config=changed, dataset=info(cells), cells=cells)
+    # same config again resumes
+    RunStore.create_or_resume(tmp_path, config=dict(CONFIG), dataset=info(cells), cells=cells).close()
+
+
+def test_changed_dataset_is_refused(tmp_path, cells):
+    RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(cells), cells=cells).close()
+    other = tiny_cells(seed=1)
+    with pytest.raises(LeukolearnError, match="another dataset.*new --out"):
+        RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(other), cells=other)
+
+
+def test_lock_refuses_a_second_writer(tmp_path, cells):
+    first = RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(cells), cells=cells)
+    with pytest.raises(LeukolearnError, match="being written by another sweep"):
+        RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(cells), cells=cells)
+    with RunStore.open(tmp_path) as reader:  # reading while a sweep writes is fine
+        assert reader.finished_ids() == set()
+    first.close()
+    RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(cells), cells=cells).close()
+
+
+def test_foreign_directory_is_refused(tmp_path, cells):
+    (tmp_path / "thesis.tex").write_text("precious")
+    with pytest.raises(LeukolearnError, match="not a leukolearn run"):
+        RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(cells), cells=cells)
+    with pytest.raises(LeukolearnError, match="not a leukolearn run"):
+        RunStore.open(tmp_path)
+
+
+def test_orphan_weights_file_is_overwritten(tmp_path, cells, plan):
+    job = plan[0]
+    with RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(cells), cells=cells) as store:
+        orphan = tmp_path / "weights" / f"{job.job_id}.safetensors"
+        orphan.write_bytes(b"half a file from a crash")  # weights renamed, row never committed
+        assert store.finished_ids() == set()
+        store.record_done(job, outcome(job), cells.labels[list(job.test_idx)])
+        assert load_file(orphan)["w"].shape == (3,)
+        assert not list((tmp_path / "weights").glob(".*tmp*"))
+
+
+def test_schema_is_one_row_per_job(tmp_path, cells, plan):
+    with RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(cells), cells=cells) as store:
+        for _ in range(2):
+            store.record_done(plan[0], outcome(plan[0]), cells.labels[list(plan[0].test_idx)])
+    conn = sqlite3.connect(tmp_path / "run.sqlite")
+    assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone() == (1,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert conn.execute("SELECT COUNT(*) FROM images").fetchone() == (len(cells),)

@@ -1,0 +1,192 @@
+"""Sweep bookkeeping with a fake runner: resume, failures, parallel workers, the summary.
+
+The fake's metric is a known function of size and fold (scikit-learn tests learning_curve
+the same way), so no network is trained here.
+"""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from leukolearn.cellimages import CellImages
+from leukolearn.errors import LeukolearnError
+from leukolearn.presets import PRESETS, SweepConfig, get_preset
+from leukolearn.protocol import ProtocolOptions, make_plan
+from leukolearn.store import DatasetInfo, RunStore
+from leukolearn.summary import summarize_store
+from leukolearn.sweep import JobOutcome, run_sweep, sweep_dataset
+
+
+def tiny_cells(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return CellImages(rng.integers(0, 255, (n, 4, 4, 3), dtype=np.uint8), np.arange(n) % 2,
+                      ("other", "blast"), tuple(f"img{i}" for i in range(n)))
+
+
+def fake_metric(size, fold):
+    return 0.5 + size / 100 + fold / 1000
+
+
+class FakeRunner:
+    def __init__(self, interrupt_after=None, fail=()):
+        self.calls = []
+        self.interrupt_after = interrupt_after
+        self.fail = set(fail)
+
+    def __call__(self, cells, job):
+        if self.interrupt_after is not None and len(self.calls) >= self.interrupt_after:
+            raise KeyboardInterrupt
+        self.calls.append(job.job_id)
+        if job.job_id in self.fail:
+            raise RuntimeError(f"cannot fit {job.job_id}")
+        rng = np.random.default_rng(job.seed)  # depends on the job only, like real training
+        probs = rng.dirichlet([1, 1], size=len(job.test_idx))
+        return JobOutcome(metric=fake_metric(job.size, job.fold), best_epoch=job.size % 7,
+                          epochs_run=9, seconds=0.0, degenerate=job.job_id.startswith("f01-n4"),
+                          test_probs=probs, history=[{"epoch": 1, "val_loss": 0.1}])
+
+
+OPTIONS = ProtocolOptions(folds=4, sizes=(4, 8, 12))
+CONFIG = SweepConfig("all", OPTIONS, get_preset("quick").train, "auc")
+
+
+@pytest.fixture
+def cells():
+    return tiny_cells()
+
+
+@pytest.fixture
+def plan(cells):
+    return make_plan("all", cells.labels, OPTIONS)
+
+
+def open_store(path, cells, config=CONFIG):
+    return RunStore.create_or_resume(path, config=config, dataset=DatasetInfo.from_cells(cells),
+                                     cells=cells)
+
+
+def sweep(path, cells, plan, runner, **kw):
+    with open_store(path, cells) as store:
+        return run_sweep(cells, plan, store, runner=runner, progress=False, **kw)
+
+
+def snapshot(path):
+    """Everything a figure could use, minus wall-clock times."""
+    with RunStore.open(path) as store:
+        rows = [dataclasses.replace(r, finished_at="", seconds=0.0) for r in store.results()]
+        preds = {r.job_id: store.predictions(r.job_id).probs.tolist() for r in rows}
+    return rows, preds
+
+
+def test_interrupted_sweep_resumes_exactly_the_missing_jobs(tmp_path, cells, plan):
+    full = sweep(tmp_path / "full", cells, plan, FakeRunner())
+    assert full.done == len(plan) == 12 and full.complete
+
+    first = FakeRunner(interrupt_after=5)
+    report = sweep(tmp_path / "cut", cells, plan, first)
+    assert report.interrupted and report.done == 5 and not report.complete
+    second = FakeRunner()
+    report = sweep(tmp_path / "cut", cells, plan, second)
+    assert report.skipped == 5 and report.done == 7 and report.complete
+    assert sorted(first.calls + second.calls) == sorted(j.job_id for j in plan)  # none twice
+    assert snapshot(tmp_path / "cut") == snapshot(tmp_path / "full")
+    third = FakeRunner()
+    assert sweep(tmp_path / "cut", cells, plan, third).skipped == 12 and third.calls == []
+
+
+def test_max_jobs_stops_early_and_the_rest_follows(tmp_path, cells, plan):
+    runner = FakeRunner()
+    assert sweep(tmp_path, cells, plan, runner, max_jobs=3).done == 3
+    assert sweep(tmp_path, cells, plan, runner).done == 9
+    assert len(runner.calls) == 12
+
+
+def test_a_failing_job_is_recorded_and_retried(tmp_path, cells, plan):
+    bad = plan[4].job_id
+    report = sweep(tmp_path, cells, plan, FakeRunner(fail={bad}))
+    assert (report.done, report.failed) == (11, 1)
+    assert report.failures == [(bad, f"RuntimeError: cannot fit {bad}")]
+    retry = FakeRunner()
+    assert sweep(tmp_path, cells, plan, retry).done == 1 and retry.calls == [bad]
+
+
+def test_two_workers_give_the_same_results_as_one(tmp_path, cells, plan):
+    sweep(tmp_path / "one", cells, plan, FakeRunner(), jobs=1)
+    report = sweep(tmp_path / "two", cells, plan, FakeRunner(fail={plan[2].job_id}), jobs=2)
+    assert (report.done, report.failed) == (11, 1)  # a worker's error comes back as a message
+    sweep(tmp_path / "two", cells, plan, FakeRunner(), jobs=2)
+    assert snapshot(tmp_path / "two") == snapshot(tmp_path / "one")
+
+
+def test_interrupt_in_a_worker_stops_the_sweep(tmp_path, cells, plan):
+    report = sweep(tmp_path, cells, plan, FakeRunner(interrupt_after=0), jobs=2)
+    assert report.interrupted and report.done == 0
+    assert sweep(tmp_path, cells, plan, FakeRunner(), jobs=2).done == 12
+
+
+def test_changed_config_and_dataset_are_refused(tmp_path, cells, plan):
+    sweep(tmp_path, cells, plan, FakeRunner(), max_jobs=1)
+    with pytest.raises(LeukolearnError, match="train.max_epochs"):
+        open_store(tmp_path, cells, CONFIG.with_train(max_epochs=31))
+    with pytest.raises(LeukolearnError, match="another dataset"):
+        open_store(tmp_path, tiny_cells(seed=3))
+
+
+def test_summary_of_a_fake_run(tmp_path, cells, plan):
+    sweep(tmp_path, cells, plan, FakeRunner(fail={"f02-n12-s0"}))
+    with RunStore.open(tmp_path) as store:
+        summary = summarize_store(store)
+    assert [r.size for r in summary.rows] == [4, 8, 12]
+    for row in summary.rows:
+        folds = [0, 1, 2, 3] if row.size != 12 else [0, 1, 3]
+        values = [fake_metric(row.size, f) for f in folds]
+        assert row.n_jobs == row.n_folds == len(folds)
+        assert row.mean == pytest.approx(np.mean(values))
+        assert row.sd == pytest.approx(np.std(values, ddof=1))
+        assert row.median == pytest.approx(np.median(values))
+        assert row.n_failed == (1 if row.size == 12 else 0)
+    assert summary.row(4).n_degenerate == 1 and summary.row(8).n_degenerate == 0
+    lines = summary.to_csv().splitlines()
+    assert lines[0].startswith("metric,size,n_jobs,n_folds,mean,sd")
+    assert lines[1].startswith(f"auc,4,4,4,{np.mean([fake_metric(4, f) for f in range(4)]):.4f}")
+    assert summary.to_dict()["rows"][0]["size"] == 4
+
+
+def test_multiclass_summary_has_confusion_counts(tmp_path):
+    cells = tiny_cells(n=60)
+    cells = dataclasses.replace(cells, labels=np.arange(60) % 3, class_names=("a", "b", "c"),
+                                fingerprint="")
+    config = get_preset("paper-multiclass").with_options(folds=3, sizes=(6,), cap_sizes=False)
+
+    def runner(cells, job):
+        probs = np.eye(3)[cells.labels[list(job.test_idx)]]  # a perfect classifier
+        return JobOutcome(1.0, 1, 1, 0.0, False, probs, [], metric_name="weighted_f1")
+
+    report = sweep_dataset(cells, config, tmp_path, runner=runner, progress=False)
+    assert report.done == 3
+    with RunStore.open(tmp_path) as store:
+        summary = summarize_store(store)
+    assert summary.metric_name == "weighted_f1" and summary.row(6).mean == 1.0
+    assert summary.confusion[6] == [[20, 0, 0], [0, 20, 0], [0, 0, 20]]  # every image tested once
+
+
+def test_auc_needs_two_classes(tmp_path):
+    cells = dataclasses.replace(tiny_cells(n=30), labels=np.arange(30) % 3,
+                                class_names=("a", "b", "c"), fingerprint="")
+    with pytest.raises(LeukolearnError, match="--positive"):
+        sweep_dataset(cells, CONFIG, tmp_path, runner=FakeRunner(), progress=False)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_round_trip_through_json(name):
+    config = get_preset(name)
+    assert SweepConfig.from_json(config.to_json()) == config
+
+
+def test_quick_preset_is_quick():
+    quick = get_preset("quick")
+    assert quick.options.run_folds == 2 and quick.options.sizes == (10, 50, 100)
+    assert (quick.train.max_epochs, quick.train.patience) == (30, 10)
+    assert get_preset("paper-aml-binary").options.test_size == 600
+    assert math.isclose(get_preset("paper-multiclass").train.lr, 1e-4)
