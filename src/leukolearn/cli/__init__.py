@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 # Importing a command module registers its commands on `app` (order = order in --help).
-from leukolearn.cli import data_cmds, train_cmds, sweep_cmds  # noqa: E402,F401
+from leukolearn.cli import data_cmds, train_cmds, sweep_cmds, report_cmds  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,63 @@
+"""The paper's figures for a run, built from its store alone (never by training again)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from leukolearn.report.figures import (auc_vs_size, confusion_matrix_percent, loss_curves,
+                                       mean_roc, save_figure)
+from leukolearn.report.paper_values import paper_reference
+from leukolearn.store import RunStore
+from leukolearn.summary import summarize_store
+
+METRIC_LABELS = {"auc": "ROC-AUC", "weighted_f1": "Weighted F1"}
+
+
+def make_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Write every figure the run's results allow into out_dir (default RUN/figures), plus
+    summary.csv; returns the files written. Figures need finished jobs, not a finished run."""
+    store = RunStore.open(run_dir)
+    out = Path(out_dir) if out_dir else Path(run_dir) / "figures"
+    records = [r for r in store.results() if r.status == "done"]
+    if not records:
+        return []
+    written: list[Path] = []
+    summary = summarize_store(store)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.csv").write_text(summary.to_csv())
+    written.append(out / "summary.csv")
+
+    largest = max(r.size for r in records)
+    at_largest = sorted((r for r in records if r.size == largest), key=lambda r: r.fold)
+    first = at_largest[0]
+    written += save_figure(
+        loss_curves(store.history(first.job_id), fold=first.fold, train_size=largest,
+                    best_epoch=first.best_epoch),
+        out, "fig3a_loss_curves")
+
+    metric = summary.metric_name
+    n_classes = len(store.dataset_info.class_names)
+    if n_classes == 2:
+        per_fold = []
+        for r in at_largest:
+            pred = store.predictions(r.job_id)
+            per_fold.append((pred.labels, pred.probs[:, 1]))
+        written += save_figure(mean_roc(per_fold, title=f"n = {largest} training images"),
+                               out, "fig3b_mean_roc")
+
+    sizes = sorted({r.size for r in records})
+    values = [np.array([r.metric for r in records if r.size == s], dtype=float) for s in sizes]
+    degenerate = [sum(r.degenerate for r in records if r.size == s) for s in sizes]
+    task = "binary" if n_classes == 2 else "multiclass"
+    written += save_figure(
+        auc_vs_size(sizes, values, metric_name=METRIC_LABELS.get(metric, metric),
+                    paper=paper_reference(store.dataset_info.name, task), degenerate=degenerate,
+                    chance_level=0.5 if metric == "auc" else None),
+        out, "fig4a_metric_vs_size")
+
+    if n_classes > 2 and summary.confusion:
+        counts = np.asarray(summary.confusion[largest])
+        written += save_figure(confusion_matrix_percent(counts, summary.class_names),
+                               out, "fig7b_confusion")
+    return written

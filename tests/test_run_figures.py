@@ -1,0 +1,77 @@
+"""Figures built from a store filled by a fake sweep (no training)."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from leukolearn.cellimages import CellImages
+from leukolearn.cli import main
+from leukolearn.presets import SweepConfig, get_preset
+from leukolearn.protocol import ProtocolOptions, make_plan
+from leukolearn.report.run_figures import make_run_figures
+from leukolearn.store import DatasetInfo, RunStore
+from leukolearn.sweep import JobOutcome, run_sweep
+
+
+class FakeRunner:
+    """Probabilities that get better with the training size; a plausible loss history."""
+
+    def __call__(self, cells, job):
+        rng = np.random.default_rng(job.seed)
+        labels = cells.labels[list(job.test_idx)]
+        n_classes = cells.n_classes
+        logits = rng.normal(size=(len(labels), n_classes))
+        logits[np.arange(len(labels)), labels] += job.size / 4
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e + 0.01 * e,
+                    "seconds": 0.1} for e in range(1, 12)]
+        metric = float((probs.argmax(1) == labels).mean())
+        return JobOutcome(metric=metric, best_epoch=3, epochs_run=11, seconds=0.0,
+                          degenerate=False, test_probs=probs, history=history)
+
+
+def fake_run(path, n_classes, metric):
+    n = 60
+    rng = np.random.default_rng(0)
+    names = tuple(f"class{i}" for i in range(n_classes))
+    cells = CellImages(rng.integers(0, 255, (n, 4, 4, 3), dtype=np.uint8),
+                       np.arange(n) % n_classes, names, tuple(f"img{i}" for i in range(n)))
+    options = ProtocolOptions(folds=3, sizes=(6, 12, 18))
+    config = SweepConfig("all", options, get_preset("quick").train, metric)
+    plan = make_plan("all", cells.labels, options)
+    with RunStore.create_or_resume(path, config=config, dataset=DatasetInfo.from_cells(cells),
+                                   cells=cells) as store:
+        run_sweep(cells, plan, store, runner=FakeRunner(), progress=False)
+    return path
+
+
+def assert_sane_png(path):
+    image = np.asarray(Image.open(path).convert("L"), dtype=float)
+    assert image.shape[1] > 300 and image.shape[0] > 200
+    assert image.std() > 10  # not blank
+
+
+def test_binary_run_gives_loss_roc_and_size_figures(tmp_path):
+    run = fake_run(tmp_path / "run", 2, "auc")
+    written = make_run_figures(run)
+    names = {p.name for p in written}
+    for stem in ("fig3a_loss_curves", "fig3b_mean_roc", "fig4a_metric_vs_size"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= names
+        assert_sane_png(run / "figures" / f"{stem}.png")
+    assert "fig7b_confusion.png" not in names
+    csv_lines = (run / "figures" / "summary.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 3  # header + one line per size
+
+
+def test_multiclass_run_gives_a_confusion_matrix(tmp_path):
+    run = fake_run(tmp_path / "run", 3, "weighted_f1")
+    written = make_run_figures(run, tmp_path / "figs")
+    names = {p.name for p in written}
+    assert "fig7b_confusion.png" in names and "fig3b_mean_roc.png" not in names
+    assert_sane_png(tmp_path / "figs" / "fig7b_confusion.png")
+
+
+def test_figures_command_on_a_missing_run_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["figures", str(tmp_path / "nothing")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("error:")
