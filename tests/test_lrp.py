@@ -234,7 +234,7 @@ def test_float32_model_and_uint8_images():
         np.testing.assert_array_equal(got.target, model(x).argmax(1).numpy())
 
 
-# --------------------------------------------------------------------------- the model is left alone
+# --------------------------------------------------------------------------- model left alone
 
 
 def model_state(model: nn.Module) -> dict:

@@ -54,8 +54,11 @@ def resolve_target(scores: torch.Tensor, target: Target) -> torch.Tensor:
     n, n_classes = scores.shape
     if target is None:
         return scores.argmax(dim=1)
-    t = torch.as_tensor(np.broadcast_to(np.asarray(target, dtype=np.int64), (n,)).copy(),
-                        device=scores.device)
+    try:
+        t = np.broadcast_to(np.asarray(target, dtype=np.int64), (n,)).copy()
+    except ValueError:
+        raise LeukolearnError(f"{np.size(target)} targets for {n} images") from None
+    t = torch.as_tensor(t, device=scores.device)
     if n and (t.min() < 0 or t.max() >= n_classes):
         raise LeukolearnError(f"target class out of range for {n_classes} classes")
     return t
@@ -107,10 +110,11 @@ def saliency(
                 grads.append(grad.cpu().numpy())
             targets.append(t.cpu().numpy())
             scores.append(score.detach().cpu().numpy())
-    return _collect(maps, targets, scores, grads if raw else None)
+    return collect_attribution(maps, targets, scores, grads if raw else None)
 
 
-def _collect(maps, targets, scores, raws) -> Attribution:
+def collect_attribution(maps, targets, scores, raws) -> Attribution:
+    """One `Attribution` from per-batch lists (shared by saliency and LRP)."""
     if not maps:
         raise LeukolearnError("no images to explain")
     return Attribution(

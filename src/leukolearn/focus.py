@@ -68,7 +68,7 @@ def segment_cell(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     scale = min(h, w) / 257  # lengths below are tuned at ALL-IDB2's 257 px
     rgb = image.astype(np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    g, b = rgb[..., 1], rgb[..., 2]
     stain = ndimage.gaussian_filter(b - g, sigma=1.5 * scale)  # (H, W)
     dark_stain = ndimage.gaussian_filter(b - 2 * g, sigma=1.5 * scale)
     t_cell = _otsu3(stain)[0]
@@ -87,8 +87,9 @@ def segment_cell(image: np.ndarray) -> np.ndarray:
 
 def segment_cells(images: np.ndarray) -> np.ndarray:
     """(N, H, W) masks for uint8 images (N, H, W, 3), one `segment_cell` each."""
-    return np.stack([segment_cell(im) for im in images]) if len(images) else \
-        np.zeros(np.shape(images)[:3], dtype=np.uint8)
+    if not len(images):
+        return np.zeros(np.shape(images)[:3], dtype=np.uint8)
+    return np.stack([segment_cell(im) for im in images])
 
 
 def _otsu3(values: np.ndarray, bins: int = 128) -> tuple[float, float]:
@@ -101,9 +102,12 @@ def _otsu3(values: np.ndarray, bins: int = 128) -> tuple[float, float]:
     i, j = np.triu_indices(bins - 1, k=1)  # class 1 = bins[:i+1], 2 = (i, j], 3 = (j, end]
     w1, w2, w3 = w[i], w[j] - w[i], 1 - w[j]
     m1, m2, m3 = m[i], m[j] - m[i], mu - m[j]
+    valid = (w1 > 0) & (w2 > 0) & (w3 > 0)
+    if not valid.any():  # (nearly) one colour: nothing to split, nothing found
+        return float("inf"), float("inf")
     with np.errstate(invalid="ignore", divide="ignore"):
         var = m1 ** 2 / w1 + m2 ** 2 / w2 + m3 ** 2 / w3  # between-class variance + const
-    best = np.nanargmax(np.where((w1 > 0) & (w2 > 0) & (w3 > 0), var, np.nan))
+    best = np.nanargmax(np.where(valid, var, np.nan))
     return float(edges[i[best] + 1]), float(edges[j[best] + 1])
 
 

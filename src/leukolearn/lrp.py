@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from leukolearn.errors import LeukolearnError
-from leukolearn.explain import (Attribution, Target, _collect, as_input, batch_targets,
-                                resolve_target)
+from leukolearn.explain import (Attribution, Target, as_input, batch_targets,
+                                collect_attribution, resolve_target)
 from leukolearn.model import PaperCNN
 
 STABILIZER = 1e-9  # keeps z+ / z- denominators off zero; a unit with no contributions passes 0
@@ -190,7 +190,7 @@ def lrp(
             raws.append(r.cpu().numpy())
         targets.append(t.cpu().numpy())
         scores.append(score.squeeze(1).cpu().numpy())
-    return _collect(maps, targets, scores, raws if raw else None)
+    return collect_attribution(maps, targets, scores, raws if raw else None)
 
 
 def _layers(model: nn.Module) -> list[nn.Module]:
