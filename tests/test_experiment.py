@@ -3,29 +3,20 @@ import pytest
 
 from leukolearn.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
-from leukolearn.experiment import SplitSizes, evaluate, fit_split_to_data, stratified_split
+from leukolearn.experiment import SplitSizes, evaluate, single_split
 
 
-def test_split_is_disjoint_balanced_and_seeded():
+def test_single_split_is_one_fold_of_the_all_protocol():
     labels = np.array([0] * 130 + [1] * 130)
-    split = stratified_split(labels, SplitSizes(200, 25, 25), seed=3)
-    parts = [set(split.train), set(split.val), set(split.test)]
-    assert [len(p) for p in parts] == [200, 25, 25]
-    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
-    assert abs(np.sum(labels[split.test]) - 12.5) <= 0.5
-    assert np.sum(labels[split.train]) == 100
-    again = stratified_split(labels, SplitSizes(200, 25, 25), seed=3)
-    assert np.array_equal(split.train, again.train)
-    other = stratified_split(labels, SplitSizes(200, 25, 25), seed=4)
-    assert not np.array_equal(split.test, other.test)
-
-
-def test_split_gives_leftover_turns_to_larger_classes():
-    labels = np.array([0] * 90 + [1] * 10)
-    split = stratified_split(labels, SplitSizes(60, 10, 10), seed=0)
-    assert np.sum(labels[split.test] == 1) == 5
-    assert np.sum(labels[split.train] == 1) == 0  # the small class is used up by test + val
-    assert len(split.train) == 60
+    job = single_split(_cells(labels), SplitSizes(200, 25, 25), seed=3)
+    train, val, test = set(job.train_idx), set(job.val_idx), set(job.test_idx)
+    assert (len(train), len(val)) == (200, 25) and len(test) == 26  # 260 / 10 folds
+    assert not (train & val or train & test or val & test)
+    assert np.sum(labels[list(job.train_idx)]) == 100  # class-balanced
+    assert single_split(_cells(labels), SplitSizes(200, 25, 25), seed=3) == job
+    assert single_split(_cells(labels), SplitSizes(200, 25, 25), seed=4).test_idx != job.test_idx
+    other_fold = single_split(_cells(labels), SplitSizes(200, 25, 25), seed=3, fold=1)
+    assert not set(other_fold.test_idx) & test
 
 
 def _cells(labels):
@@ -35,17 +26,16 @@ def _cells(labels):
 
 
 def test_infeasible_splits_are_refused_with_the_reason():
-    with pytest.raises(LeukolearnError, match="has only 20"):
-        fit_split_to_data(_cells([0, 1] * 10), SplitSizes(15, 10, 10))
     with pytest.raises(LeukolearnError, match="class 'b' has 2"):
-        fit_split_to_data(_cells([0] * 18 + [1] * 2), SplitSizes(5, 5, 5))
+        single_split(_cells([0] * 18 + [1] * 2), SplitSizes(5, 5, 5), seed=0)
+    with pytest.raises(LeukolearnError, match="--fold must be between 0 and 3"):
+        single_split(_cells([0, 1] * 10), SplitSizes(5, 5, 5), seed=0, fold=4)
 
 
-def test_training_set_shrinks_to_what_is_left_with_a_note():
-    sizes, note = fit_split_to_data(_cells([0, 1] * 10), SplitSizes(15, 5, 5))
-    assert sizes == SplitSizes(10, 5, 5)
-    assert "training on 10 instead of 15" in note
-    assert fit_split_to_data(_cells([0, 1] * 10), SplitSizes(8, 5, 5))[1] == ""
+def test_training_set_shrinks_to_the_pool_with_a_warning():
+    with pytest.warns(UserWarning, match="capped to the training pool"):
+        job = single_split(_cells([0, 1] * 10), SplitSizes(15, 5, 5), seed=0)
+    assert len(job.train_idx) == 10  # 20 - 5 test - 5 validation
 
 
 def test_evaluate_reports_auc_for_two_classes():

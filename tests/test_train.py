@@ -1,10 +1,12 @@
 """The learning code on synthetic cells: it learns, it is seeded, it keeps the best epoch."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from leukolearn.data.synthetic import make_binary
-from leukolearn.experiment import SplitSizes, stratified_split
+from leukolearn.experiment import SplitSizes, single_split
 from leukolearn.metrics import roc_auc
 from leukolearn.model import ModelConfig, build_model
 from leukolearn.train import TrainConfig, predict_proba, train_model
@@ -19,7 +21,10 @@ def cells():
 
 @pytest.fixture(scope="module")
 def split(cells):
-    return stratified_split(cells.labels, SplitSizes(train=70, val=16, test=34), seed=0)
+    # 120 images in 4 folds: 30 test, 16 validation, 70 of the remaining 74 for training
+    job = single_split(cells, SplitSizes(train=70, val=16, test=30), seed=0)
+    return SimpleNamespace(train=np.array(job.train_idx), val=np.array(job.val_idx),
+                           test=np.array(job.test_idx))
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,8 @@
 """One train/validation/test split, one training, its outputs on disk.
 
+The split is one fold of the paper's ALL protocol (`protocol`), so `train` and a sweep
+agree on what a split is.
+
 This is `leukolearn train` and `leukolearn demo`; the sweeps of the paper (many splits
 and sizes) live in `protocol` and `sweep`.
 """
@@ -15,6 +18,7 @@ from leukolearn.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.metrics import confusion, roc_auc, weighted_f1
 from leukolearn.model import save_model
+from leukolearn.protocol import Job, ProtocolOptions, make_plan
 from leukolearn.train import TrainConfig, TrainResult, predict_proba, train_model
 
 
@@ -24,72 +28,32 @@ class SplitSizes:
     val: int = 25
     test: int = 25
 
-
-@dataclass(frozen=True)
-class Split:
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
+    def __post_init__(self) -> None:
+        for part in ("train", "val", "test"):
+            if getattr(self, part) < 1:
+                raise LeukolearnError(f"--{part}-size must be at least 1, got {getattr(self, part)}")
 
 
-def stratified_split(labels: np.ndarray, sizes: SplitSizes, seed: int) -> Split:
-    """Disjoint test, validation and training indices, each class-balanced as far as the
-    classes allow (every class gets its share rounded, remainders to the largest classes)."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    pool = rng.permutation(len(labels))
-    parts = []
-    for n in (sizes.test, sizes.val, sizes.train):
-        take = _balanced_take(labels, pool, n)
-        parts.append(np.sort(take))
-        pool = np.setdiff1d(pool, take, assume_unique=True)
-        pool = rng.permutation(pool)
-    return Split(test=parts[0], val=parts[1], train=parts[2])
-
-
-def _balanced_take(labels: np.ndarray, pool: np.ndarray, n: int) -> np.ndarray:
-    classes = np.unique(labels)
-    available = {c: pool[labels[pool] == c] for c in classes}
-    if n > len(pool):
-        raise LeukolearnError(f"asked for {n} images but only {len(pool)} are left for this split")
-    # Round-robin over classes: equal shares, a class that runs out leaves its turn to others.
-    taken = {c: 0 for c in classes}
-    chosen: list[int] = []
-    while len(chosen) < n:
-        for c in classes:
-            if len(chosen) == n:
-                break
-            if taken[c] < len(available[c]):
-                chosen.append(int(available[c][taken[c]]))
-                taken[c] += 1
-    return np.asarray(chosen, dtype=np.int64)
-
-
-def fit_split_to_data(cells: CellImages, sizes: SplitSizes) -> tuple[SplitSizes, str]:
-    """The split to use, and a note when the training set had to shrink.
-
-    Test and validation sizes are kept; a training size larger than what is left is cut
-    to what is left (ALL-IDB2 without its 13 near-duplicates has 247 images, so 25 + 25
-    leave 197, not the paper's 200). Splits the data cannot fill are refused, naming the
-    class that is short.
-    """
+def single_split(cells: CellImages, sizes: SplitSizes, *, seed: int, fold: int = 0) -> Job:
+    """One job of the paper's ALL protocol: fold `fold` of a stratified partition into
+    round(N / test) folds is the test set, `val` images of the next fold validate, and a
+    class-balanced `train` images of the rest train. A training size larger than the pool
+    is cut to the pool with a warning (ALL-IDB2 without its 13 near-duplicates has 247
+    images, so 25 + 25 leave 197, not the paper's 200)."""
+    if seed < 0:  # numpy's generators take non-negative seeds only
+        raise LeukolearnError(f"seed must be 0 or more, got {seed}")
     for name, count in cells.class_counts().items():
         if count < 3:
             raise LeukolearnError(
                 f"class {name!r} has {count} image(s); each class needs at least 3 "
                 "(one each for training, validation and test)"
             )
-    left = len(cells) - sizes.val - sizes.test
-    if left < 2:
-        raise LeukolearnError(
-            f"val {sizes.val} + test {sizes.test} images leave {max(left, 0)} for training, "
-            f"but the dataset has only {len(cells)}"
-        )
-    if sizes.train <= left:
-        return sizes, ""
-    note = (f"only {left} images are left for training after {sizes.test} test and "
-            f"{sizes.val} validation images; training on {left} instead of {sizes.train}")
-    return SplitSizes(train=left, val=sizes.val, test=sizes.test), note
+    folds = max(2, round(len(cells) / sizes.test))
+    if not 0 <= fold < folds:
+        raise LeukolearnError(f"--fold must be between 0 and {folds - 1}, got {fold}")
+    options = ProtocolOptions(folds=folds, sizes=(sizes.train,), val_size=sizes.val, seed=seed,
+                              run_folds=fold + 1, cap_sizes=True)
+    return make_plan("all", cells.labels, options)[fold]
 
 
 def evaluate(cells: CellImages, test_idx: np.ndarray, probs: np.ndarray) -> dict:
@@ -117,23 +81,19 @@ def default_train_config(cells: CellImages, **overrides) -> TrainConfig:
 
 def train_and_evaluate(
     cells: CellImages, sizes: SplitSizes, config: TrainConfig, *, seed: int, out_dir: Path,
-    progress: bool = True,
+    fold: int = 0, progress: bool = True,
 ) -> dict:
-    """Split, train, test, and write model.safetensors, history.json, metrics.json,
+    """Split (see `single_split`), train, test, and write model.safetensors, history.json, metrics.json,
     split.json and train_config.json into out_dir. Returns the metrics."""
-    sizes, note = fit_split_to_data(cells, sizes)
-    if note and progress:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[yellow]note:[/yellow] {note}")
-    split = stratified_split(cells.labels, sizes, seed)
-    result: TrainResult = train_model(cells, split.train, split.val, config, seed=seed,
+    job = single_split(cells, sizes, seed=seed, fold=fold)
+    split = {"train": job.train_idx, "val": job.val_idx, "test": job.test_idx}
+    result: TrainResult = train_model(cells, job.train_idx, job.val_idx, config, seed=job.seed,
                                       progress=progress)
-    probs = predict_proba(result.model, cells.images[split.test])
-    metrics = evaluate(cells, split.test, probs)
+    probs = predict_proba(result.model, cells.images[list(job.test_idx)])
+    metrics = evaluate(cells, np.asarray(job.test_idx), probs)
     metrics.update(best_epoch=result.best_epoch, epochs_run=result.epochs_run,
                    seconds=round(result.seconds, 1), degenerate=result.degenerate,
-                   n_train=len(split.train), n_val=len(split.val), seed=seed,
+                   n_train=len(job.train_idx), n_val=len(job.val_idx), seed=seed, fold=fold,
                    dataset_fingerprint=cells.fingerprint)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(result.model, out_dir / "model.safetensors")
@@ -141,7 +101,7 @@ def train_and_evaluate(
     _write_json(out_dir / "metrics.json", metrics)
     _write_json(out_dir / "train_config.json", config.to_dict())
     _write_json(out_dir / "split.json", {
-        part: [cells.image_ids[i] for i in getattr(split, part)] for part in ("train", "val", "test")
+        part: [cells.image_ids[i] for i in idx] for part, idx in split.items()
     })
     return metrics
 

@@ -6,6 +6,7 @@ only builds the app and turns user errors into one line and exit code 2.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -23,13 +24,21 @@ app = typer.Typer(
 )
 
 # Importing a command module registers its commands on `app` (order = order in --help).
-from leukolearn.cli import data_cmds, train_cmds, sweep_cmds, report_cmds  # noqa: E402,F401
+from leukolearn.cli import (data_cmds, train_cmds, use_cmds, sweep_cmds,  # noqa: E402,F401
+                            report_cmds, inside_cmds)
+
+
+def _print_warning(message, *_args, **_kwargs) -> None:
+    typer.echo(f"warning: {message}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script: user errors become `error: ...` and exit 2."""
+    """Entry point of the console script: user errors become `error: ...` and exit 2,
+    warnings one `warning: ...` line each."""
     try:
-        app(args=argv, standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            app(args=argv, standalone_mode=False)
     except LeukolearnError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -40,9 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
+        # Recognised by shape, not by class: newer typer vendors click (typer._click), so
+        # `import click` may fail and click.ClickException is not the class raised.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise

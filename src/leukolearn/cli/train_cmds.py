@@ -1,11 +1,10 @@
-"""`leukolearn train`, `leukolearn predict` and `leukolearn demo`."""
+"""`leukolearn train` and `leukolearn demo` (`predict` lives in use_cmds)."""
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -26,6 +25,7 @@ def train(
     train_size: int = typer.Option(200, "--train-size", help="Training images.", rich_help_panel=SPLIT),
     val_size: int = typer.Option(25, "--val-size", help="Validation images (early stopping).", rich_help_panel=SPLIT),
     test_size: int = typer.Option(25, "--test-size", help="Test images.", rich_help_panel=SPLIT),
+    fold: int = typer.Option(0, "--fold", help="Which fold of the N / test-size folds is the test set.", rich_help_panel=SPLIT),
     seed: int = typer.Option(0, "--seed", help="Seeds the split, the initialisation and the augmentation.", rich_help_panel=TRAINING),
     max_epochs: int = typer.Option(500, "--max-epochs", rich_help_panel=TRAINING),
     patience: int = typer.Option(50, "--patience", help="Early stopping: epochs without a better validation loss.", rich_help_panel=TRAINING),
@@ -54,33 +54,8 @@ def train(
     config = default_train_config(cells, max_epochs=max_epochs, patience=patience, init=init,
                                   augment=not no_augment, threads=threads, device=device)
     metrics = train_and_evaluate(cells, SplitSizes(train_size, val_size, test_size), config,
-                                 seed=seed, out_dir=out, progress=not as_json)
+                                 seed=seed, fold=fold, out_dir=out, progress=not as_json)
     _report_metrics(metrics, out, as_json)
-
-
-@app.command()
-def predict(
-    model: Path = typer.Argument(..., help="A model.safetensors written by train."),
-    paths: List[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
-    out: Path = typer.Option(..., "--out", help="CSV with one row per image."),
-):
-    """Class probabilities for every image, one CSV row each."""
-    from leukolearn.model import load_model
-    from leukolearn.predict import collect_image_paths, predict_paths
-
-    network = load_model(model)
-    files = collect_image_paths(paths)
-    probs = predict_paths(network, files)
-    names = network.config.class_names
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "predicted", *[f"p_{n}" for n in names]])
-        for path, p in zip(files, probs):
-            writer.writerow([str(path), names[int(p.argmax())], *[f"{v:.6f}" for v in p]])
-    tmp.replace(out)
-    typer.echo(f"{len(files)} images -> {out}")
 
 
 @app.command()
