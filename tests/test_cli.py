@@ -109,11 +109,11 @@ def test_train_then_predict_writes_outputs(image_folder, tmp_path, capsys):
     for name in ("model.safetensors", "history.json", "metrics.json", "split.json",
                  "train_config.json"):
         assert (out / name).is_file()
-    csv_path = tmp_path / "pred.csv"
+    pred_dir = tmp_path / "pred"
     code, _, err = run(["predict", str(out / "model.safetensors"), str(image_folder / "blast"),
-                        "--out", str(csv_path)], capsys)
+                        "--out", str(pred_dir)], capsys)
     assert code == 0, err
-    rows = list(csv.DictReader(csv_path.open()))
+    rows = list(csv.DictReader((pred_dir / "cells.csv").open()))
     assert len(rows) == 12
     for row in rows:
         assert float(row["p_other"]) + float(row["p_blast"]) == pytest.approx(1, abs=1e-5)
@@ -124,5 +124,5 @@ def test_predict_on_a_truncated_model_is_a_one_line_error(tmp_path, capsys):
     model.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
     img = tmp_path / "cell.png"
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(img)
-    code, _, err = run(["predict", str(model), str(img), "--out", str(tmp_path / "p.csv")], capsys)
+    code, _, err = run(["predict", str(model), str(img), "--out", str(tmp_path / "pred")], capsys)
     assert_one_line_error(code, err, "model.safetensors")

@@ -30,3 +30,24 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndar
 def is_constant(probabilities: np.ndarray, tol: float = 1e-6) -> bool:
     """True when a model gives (nearly) the same output for every image: a dead network."""
     return bool(np.all(np.ptp(np.asarray(probabilities), axis=0) < tol))
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion k/n (Wilson 1927; Newcombe 1998, method 3).
+
+    Unlike the Wald interval it stays inside [0, 1] and keeps its coverage near 0 and 1,
+    which is where blast fractions of healthy samples sit. (nan, nan) when n == 0.
+    """
+    from scipy.stats import norm
+
+    if n < 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return float("nan"), float("nan")
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low, high = (0.0 if k == 0 else centre - half), (1.0 if k == n else centre + half)
+    return float(max(low, 0.0)), float(min(high, 1.0))

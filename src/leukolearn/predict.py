@@ -1,47 +1,494 @@
-"""Applying a saved model to new cell images."""
+"""Applying saved models to new cells: per-cell calls and per-sample blast fractions.
+
+Sources (`load_predictor`):
+- a model file (`model.safetensors`, or the folder `leukolearn train --out` wrote);
+- a RUN (a sweep's run directory): every fold model (and replicate) of one training size,
+  the largest by default, averaged: the ensemble's blast probability is the mean of theirs.
+
+Threshold (`resolve_threshold`), first that applies:
+1. `threshold` given: used as is.
+2. `target_sensitivity` given, RUN: chosen on the pooled *test* predictions of the size's
+   fold models. The store keeps each job's test predictions, not its validation ones (the
+   validation images would have to be reloaded and re-predicted); the pooled test folds
+   are out-of-sample for the model that made each prediction, which is what choosing a
+   threshold needs. The sensitivity reported at that threshold is measured on the same
+   cells, so it is not an independent estimate, and the ensemble (mean of all folds) is
+   somewhat more confident than the single fold models the threshold was chosen on.
+3. `target_sensitivity` given, model file: refused unless the model carries a threshold
+   chosen for that target by `calibrate_model` (`leukolearn calibrate`), which stores it
+   with its calibration in `ModelConfig.extra`; by default on the validation images listed
+   in the `split.json` that `leukolearn train` wrote beside the model.
+4. a threshold stored in the model (`calibrate_model`);
+5. 0.5.
+
+Samples: each folder given holds one sample per subfolder (all images below it); images
+lying directly in a given folder form the sample named after that folder; a file given on
+its own belongs to its parent folder's sample. A CSV given instead is a manifest with a
+`path` column (relative to the CSV's folder) and the sample in `sample_col`. Per sample:
+cells, blasts (cells at or above the threshold), the blast fraction with a Wilson interval,
+and a call against the diagnostic threshold (WHO: >= 20 % blasts for acute leukaemia):
+"above" / "below" when the whole interval is on one side, "uncertain" otherwise.
+"""
 from __future__ import annotations
 
+import csv
+import json
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
+from leukolearn.calibration import ReliabilityCurve, ThresholdChoice, choose_threshold, reliability_curve
 from leukolearn.data.decode import fit_to_square, read_image
-from leukolearn.errors import LeukolearnError
-from leukolearn.model import PaperCNN
+from leukolearn.errors import BadFileError, LeukolearnError
+from leukolearn.metrics import wilson_interval
+from leukolearn.model import PaperCNN, load_model
 from leukolearn.train import predict_proba
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+MODEL_FILE = "model.safetensors"
+DIAGNOSTIC_THRESHOLD = 0.20  # WHO: >= 20 % blasts in blood or marrow for acute leukaemia
 
 
 def collect_image_paths(paths: Iterable[Path]) -> list[Path]:
     """Files as given, folders searched recursively for images (hidden files skipped)."""
-    found: list[Path] = []
-    for path in map(Path, paths):
+    return [p for p, _ in collect_samples(paths)]
+
+
+def collect_samples(paths: Iterable[Path]) -> list[tuple[Path, str]]:
+    """(image path, sample name) for files and folders, by the rule in the module docstring.
+    Two different folders with the same name keep their full paths as sample names."""
+    paths = [Path(p) for p in paths]
+    found: list[tuple[Path, Path]] = []  # (image, sample folder)
+    for path in paths:
         if path.is_dir():
-            found += sorted(
+            images = sorted(
                 p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
+            for p in images:
+                rel = p.relative_to(path).parts
+                found.append((p, path if len(rel) == 1 else path / rel[0]))
         elif path.exists():
-            found.append(path)
+            found.append((path, path.parent))
         else:
             raise LeukolearnError(f"{path}: no such file or folder")
     if not found:
         raise LeukolearnError(f"no images found in {', '.join(map(str, paths))}")
-    return found
+    folders = {folder for _, folder in found}
+    by_name: dict[str, set[Path]] = {}
+    for folder in folders:
+        by_name.setdefault(_folder_name(folder), set()).add(folder)
+    names = {f: (_folder_name(f) if len(by_name[_folder_name(f)]) == 1 else str(f)) for f in folders}
+    return [(p, names[folder]) for p, folder in found]
 
 
-def predict_paths(model: PaperCNN, paths: list[Path], batch_size: int = 64,
-                  progress: bool = True) -> np.ndarray:
-    """Class probabilities (N, n_classes) for image files, decoded and fitted like training data."""
-    from rich.progress import track
+def _folder_name(folder: Path) -> str:
+    return folder.resolve().name or str(folder)
 
-    size = model.config.input_size
-    out = []
-    starts = range(0, len(paths), batch_size)
-    for start in track(starts, description="predicting", disable=not progress,
-                       total=len(starts)):
-        batch = np.stack([fit_to_square(read_image(p), size) for p in paths[start:start + batch_size]])
-        out.append(predict_proba(model, batch, batch_size=batch_size))
-    return np.concatenate(out)
+
+def read_sample_manifest(csv_path: Path, sample_col: str | None,
+                         path_col: str = "path") -> list[tuple[Path, str]]:
+    """(image path, sample) from a CSV; paths relative to the CSV's folder (or absolute).
+    Without `sample_col` the whole CSV is one sample named after the file."""
+    csv_path = Path(csv_path)
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = {c.strip(): c for c in reader.fieldnames or []}
+        for needed in filter(None, (path_col, sample_col)):
+            if needed not in columns:
+                raise LeukolearnError(f"{csv_path}: no column {needed!r} (found {list(columns)})")
+        out = []
+        for k, row in enumerate(reader, start=2):
+            rel = (row[columns[path_col]] or "").strip()
+            if not rel:
+                continue
+            sample = (row[columns[sample_col]] or "").strip() if sample_col else csv_path.stem
+            if not sample:
+                raise LeukolearnError(f"{csv_path}, row {k}: empty {sample_col!r}")
+            out.append((csv_path.parent / rel, sample))
+    if not out:
+        raise LeukolearnError(f"{csv_path}: lists no images")
+    return out
+
+
+# ---- models ------------------------------------------------------------------------------------
+@dataclass
+class Predictor:
+    """One model or a RUN's fold ensemble, with what is known about its calibration."""
+
+    models: list[PaperCNN]
+    source: Path
+    kind: str  # "model" | "run"
+    size: int | None = None  # RUN: training size of the ensemble
+    job_ids: list[str] = field(default_factory=list)
+
+    @property
+    def config(self):
+        return self.models[0].config
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.config.class_names
+
+    def describe(self) -> dict:
+        d = {"kind": self.kind, "path": str(self.source), "class_names": list(self.class_names),
+             "input_size": self.config.input_size, "n_models": len(self.models)}
+        if self.kind == "run":
+            d.update(training_size=self.size, jobs=self.job_ids)
+        return d
+
+
+def is_run_dir(path: Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file() \
+        and (Path(path) / "run.sqlite").is_file()
+
+
+def load_predictor(path: str | Path, *, size: int | None = None) -> Predictor:
+    """A model file, a `train --out` folder, or a RUN (ensemble at `size`, default largest)."""
+    path = Path(path)
+    if is_run_dir(path):
+        from leukolearn.store import RunStore
+
+        with RunStore.open(path) as store:
+            with_weights = [r for r in store.results() if r.weights]
+            available = sorted({r.size for r in with_weights})
+            if not available:
+                raise LeukolearnError(f"{path}: no finished job with saved weights")
+            if size is None:
+                size = available[-1]
+            elif size not in available:
+                raise LeukolearnError(f"{path}: no models at training size {size} "
+                                      f"(available: {', '.join(map(str, available))})")
+            jobs = [r for r in with_weights if r.size == size]
+            models = [load_model(store.weights_path(r.job_id)) for r in jobs]
+        configs = {(m.config.input_size, m.config.class_names) for m in models}
+        if len(configs) > 1:
+            raise LeukolearnError(f"{path}: the models at size {size} disagree on input size "
+                                  "or classes")
+        return Predictor(models, path, "run", size, [r.job_id for r in jobs])
+    if size is not None:
+        raise LeukolearnError("--size applies to a RUN directory, not to a single model")
+    if path.is_dir() and (path / MODEL_FILE).is_file():
+        path = path / MODEL_FILE
+    return Predictor([load_model(path)], path, "model")
+
+
+def predict_paths(model: PaperCNN | Sequence[PaperCNN], paths: list[Path], batch_size: int = 64,
+                  progress: bool = True, skip_bad: bool = False) -> np.ndarray:
+    """Class probabilities (N, n_classes) for image files, decoded and fitted like training
+    data; with several models, their mean. A file that cannot be decoded raises its
+    BadFileError, or with `skip_bad` gets a row of NaN."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    models = [model] if isinstance(model, PaperCNN) else list(model)
+    size = models[0].config.input_size
+    n_classes = models[0].config.n_classes
+    out = np.full((len(paths), n_classes), np.nan, dtype=np.float32)
+    columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
+               TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("cells", total=len(paths))
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            images, rows = [], []
+            for i, p in enumerate(chunk):
+                try:
+                    images.append(fit_to_square(read_image(p), size))
+                    rows.append(start + i)
+                except BadFileError:
+                    if not skip_bad:
+                        raise
+            if images:
+                batch = np.stack(images)  # (B, H, W, 3) uint8
+                out[rows] = np.mean([predict_proba(m, batch, batch_size=batch_size)
+                                     for m in models], axis=0)
+            bar.advance(task, len(chunk))
+    return out
+
+
+# ---- thresholds and calibration ---------------------------------------------------------------
+def positive_classes(class_names: Sequence[str], positive: Sequence[str] | None = None) -> list[int]:
+    """Indices of the positive (blast) classes: those named, else 'blast', else class 1 of
+    a binary model; a multiclass model without a 'blast' class needs them named."""
+    names = list(class_names)
+    if positive:
+        unknown = [p for p in positive if p not in names]
+        if unknown:
+            raise LeukolearnError(f"unknown class {unknown[0]!r}; the model's classes are "
+                                  f"{', '.join(names)}")
+        return [names.index(p) for p in positive]
+    if "blast" in names:
+        return [names.index("blast")]
+    if len(names) == 2:
+        return [1]
+    raise LeukolearnError(f"which classes are blasts? name them with --positive "
+                          f"(the model's classes: {', '.join(names)})")
+
+
+@dataclass(frozen=True)
+class ThresholdSetting:
+    value: float
+    how: str  # in words, for summary.json
+    choice: ThresholdChoice | None = None
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "how": self.how,
+                "choice": None if self.choice is None else self.choice.to_dict()}
+
+
+def run_validation_predictions(run: Path, size: int, positive: Sequence[int]
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """(is_positive labels, positive score) pooled over the test sets of `size`'s jobs."""
+    from leukolearn.store import RunStore
+
+    ys, ps = [], []
+    with RunStore.open(run) as store:
+        for r in store.results():
+            if r.size == size and r.weights:
+                pred = store.predictions(r.job_id)
+                ys.append(np.isin(pred.labels, positive))
+                ps.append(pred.probs[:, positive].sum(axis=1))
+    return np.concatenate(ys), np.clip(np.concatenate(ps), 0, 1)
+
+
+def stored_calibration(model: PaperCNN) -> dict | None:
+    return model.config.extra.get("calibration")
+
+
+def calibrate_model(model: PaperCNN, images: np.ndarray, labels: np.ndarray,
+                    target_sensitivity: float, *, positive: Sequence[str] | None = None,
+                    source: str = "", n_bins: int = 10) -> PaperCNN:
+    """A copy of `model` whose ModelConfig.extra holds a threshold for `target_sensitivity`
+    chosen on these labelled images (held out from training!) and their reliability curve.
+    `model` itself is left as it was."""
+    pos = positive_classes(model.config.class_names, positive)
+    score = np.clip(predict_proba(model, images)[:, pos].sum(axis=1), 0, 1)
+    y = np.isin(labels, pos)
+    choice = choose_threshold(y, score, target_sensitivity, source=source)
+    curve = reliability_curve(y, score, n_bins)
+    extra = {**model.config.extra, "threshold": choice.threshold, "calibration": {
+        "positive": [model.config.class_names[i] for i in pos], "threshold": choice.to_dict(),
+        "reliability": curve.to_dict(), "source": source}}
+    calibrated = PaperCNN(replace(model.config, extra=extra))
+    calibrated.load_state_dict(model.state_dict())
+    return calibrated.eval()
+
+
+def resolve_threshold(predictor: Predictor, positive: Sequence[int], *,
+                      threshold: float | None = None, target_sensitivity: float | None = None
+                      ) -> tuple[ThresholdSetting, ReliabilityCurve | None]:
+    """The threshold by the rules of the module docstring, and the calibration curve of the
+    predictions it was (or could have been) chosen on, if there are any."""
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise LeukolearnError(f"--threshold must be in [0, 1], got {threshold}")
+    curve = None
+    choice = None
+    if predictor.kind == "run":
+        y, score = run_validation_predictions(predictor.source, predictor.size, positive)
+        curve = reliability_curve(y, score)
+        if threshold is None and target_sensitivity is not None:
+            source = (f"pooled test-fold predictions of the {len(predictor.models)} single fold "
+                      f"models at training size {predictor.size} ({len(y)} cells)")
+            choice = choose_threshold(y, score, target_sensitivity, source=source)
+    else:
+        stored = stored_calibration(predictor.models[0])
+        if stored is not None:
+            curve = ReliabilityCurve.from_dict(stored["reliability"])
+            choice = ThresholdChoice(**stored["threshold"])
+            if threshold is None and target_sensitivity is not None and \
+                    not math.isclose(choice.target_sensitivity, target_sensitivity):
+                raise LeukolearnError(
+                    f"{predictor.source}: its threshold was chosen for sensitivity "
+                    f"{choice.target_sensitivity:g}, not {target_sensitivity:g}; run "
+                    "`leukolearn calibrate` again with that target, or give --threshold")
+        elif threshold is None and target_sensitivity is not None:
+            raise LeukolearnError(
+                f"{predictor.source}: a single model holds no validation predictions to choose "
+                "a threshold on; run `leukolearn calibrate` on it first, or give --threshold")
+    if threshold is not None:
+        return ThresholdSetting(float(threshold), "given (--threshold)"), curve
+    if choice is not None:
+        how = (f"highest threshold with sensitivity >= {choice.target_sensitivity:g} on "
+               f"{choice.source or 'held-out labelled cells'}")
+        return ThresholdSetting(choice.threshold, how, choice), curve
+    return ThresholdSetting(0.5, "default 0.5"), curve
+
+
+# ---- samples ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleResult:
+    sample: str
+    n_cells: int
+    n_blasts: int
+    blast_fraction: float
+    ci_low: float
+    ci_high: float
+    above_threshold: bool  # the point estimate is >= the diagnostic threshold
+    call: str  # 'above' | 'below' | 'uncertain' (the interval straddles the threshold)
+
+
+def summarize_sample(sample: str, is_blast: np.ndarray, diagnostic_threshold: float,
+                     confidence: float = 0.95) -> SampleResult:
+    n, k = int(len(is_blast)), int(np.sum(is_blast))
+    low, high = wilson_interval(k, n, confidence)
+    fraction = k / n if n else math.nan
+    call = "above" if low >= diagnostic_threshold else "below" if high < diagnostic_threshold \
+        else "uncertain"
+    return SampleResult(sample, n, k, fraction, low, high, bool(fraction >= diagnostic_threshold), call)
+
+
+@dataclass
+class PredictOptions:
+    size: int | None = None  # RUN: training size of the ensemble (default: the largest)
+    threshold: float | None = None
+    target_sensitivity: float | None = None
+    positive: Sequence[str] | None = None  # class names counted as blasts
+    diagnostic_threshold: float = DIAGNOSTIC_THRESHOLD
+    confidence: float = 0.95
+    sample_col: str | None = None  # manifest CSV: the column naming the sample
+    batch_size: int = 64
+    skip_bad: bool = False  # False: the first unreadable image stops with its name
+
+
+@dataclass
+class PredictionReport:
+    predictor: Predictor
+    options: PredictOptions
+    paths: list[Path]
+    samples: list[str]
+    probs: np.ndarray  # (N, n_classes)
+    score: np.ndarray  # (N,) blast probability
+    is_blast: np.ndarray  # (N,) bool
+    positive: list[int]
+    threshold: ThresholdSetting
+    calibration: ReliabilityCurve | None
+    sample_results: list[SampleResult]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def predicted_names(self) -> list[str]:
+        names = self.predictor.class_names
+        if len(names) == 2 and len(self.positive) == 1:
+            other = names[1 - self.positive[0]]
+            return [names[self.positive[0]] if b else other for b in self.is_blast]
+        return [names[i] for i in self.probs.argmax(axis=1)]
+
+    def summary(self) -> dict:
+        o = self.options
+        return {
+            "source": self.predictor.describe(),
+            "positive_classes": [self.predictor.class_names[i] for i in self.positive],
+            "threshold": self.threshold.to_dict(),
+            "calibration": None if self.calibration is None else {
+                "on": self._calibration_source(), **self.calibration.to_dict()},
+            "diagnostic_threshold": o.diagnostic_threshold, "confidence": o.confidence,
+            "interval": "Wilson score",
+            "n_cells": len(self.paths), "n_samples": len(self.sample_results),
+            "skipped": [{"path": str(p), "problem": why} for p, why in self.skipped],
+            "samples": [_plain(vars(s)) for s in self.sample_results],
+        }
+
+    def _calibration_source(self) -> str:
+        if self.predictor.kind == "run":
+            return (f"pooled test-fold predictions of the single fold models at training size "
+                    f"{self.predictor.size}")
+        stored = stored_calibration(self.predictor.models[0]) or {}
+        return stored.get("source") or "the labelled cells `leukolearn calibrate` was given"
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """DIR/cells.csv, DIR/samples.csv, DIR/summary.json (+ reliability.png/svg)."""
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise LeukolearnError(f"{out_dir} is a file; --out names a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names = self.predictor.class_names
+        cells = [["path", "sample", "predicted", "blast", "blast_probability",
+                  *[f"p_{n}" for n in names]]]
+        for path, sample, pred, blast, s, p in zip(self.paths, self.samples, self.predicted_names(),
+                                                   self.is_blast, self.score, self.probs):
+            cells.append([str(path), sample, pred, int(blast), f"{s:.6f}", *[f"{v:.6f}" for v in p]])
+        samples = [["sample", "n_cells", "n_blasts", "blast_fraction", "ci_low", "ci_high",
+                    "above_threshold", "call"]]
+        for r in self.sample_results:
+            samples.append([r.sample, r.n_cells, r.n_blasts, f"{r.blast_fraction:.4f}",
+                            f"{r.ci_low:.4f}", f"{r.ci_high:.4f}", int(r.above_threshold), r.call])
+        written = [_write_csv(out_dir / "cells.csv", cells), _write_csv(out_dir / "samples.csv", samples)]
+        written.append(_write_text(out_dir / "summary.json", json.dumps(self.summary(), indent=2) + "\n"))
+        if self.calibration is not None and self.calibration.n:
+            from leukolearn.calibration import reliability_diagram
+            from leukolearn.report.figures import save_figure
+
+            label = "Fold models" if self.predictor.kind == "run" else "Model"
+            written += save_figure(reliability_diagram(self.calibration, label=label), out_dir,
+                                   "reliability")
+        return written
+
+
+def predict_samples(source: str | Path, inputs: Sequence[str | Path], options: PredictOptions | None = None,
+                    *, progress: bool = True) -> PredictionReport:
+    """The whole `leukolearn predict`: load, group into samples, predict, threshold, count."""
+    o = options or PredictOptions()
+    if not 0 < o.diagnostic_threshold < 1:
+        raise LeukolearnError(f"--diagnostic-threshold must be in (0, 1), got {o.diagnostic_threshold}")
+    predictor = load_predictor(source, size=o.size)
+    positive = positive_classes(predictor.class_names, o.positive)
+    setting, curve = resolve_threshold(predictor, positive, threshold=o.threshold,
+                                       target_sensitivity=o.target_sensitivity)
+    inputs = [Path(p) for p in inputs]
+    if any(p.suffix.lower() == ".csv" for p in inputs):
+        if len(inputs) != 1:
+            raise LeukolearnError("give a manifest CSV on its own, without other paths")
+        pairs = read_sample_manifest(inputs[0], o.sample_col)
+    elif o.sample_col is not None:
+        raise LeukolearnError("--sample-col needs a manifest CSV as the input")
+    else:
+        pairs = collect_samples(inputs)
+    paths = [p for p, _ in pairs]
+    probs = predict_paths(predictor.models, paths, o.batch_size, progress, skip_bad=o.skip_bad)
+    bad = np.isnan(probs).any(axis=1)
+    skipped = [(paths[i], _bad_reason(paths[i])) for i in np.flatnonzero(bad)]
+    keep = ~bad
+    paths = [p for p, k in zip(paths, keep) if k]
+    samples = [s for (_, s), k in zip(pairs, keep) if k]
+    probs = probs[keep]
+    if not paths:
+        raise LeukolearnError("no image could be read")
+    score = probs[:, positive].sum(axis=1)
+    is_blast = score >= setting.value
+    order = list(dict.fromkeys(samples))
+    sample_arr = np.array(samples, dtype=object)
+    results = [summarize_sample(s, is_blast[sample_arr == s], o.diagnostic_threshold, o.confidence)
+               for s in order]
+    return PredictionReport(predictor, o, paths, samples, probs, score, is_blast, positive,
+                            setting, curve, results, skipped)
+
+
+def _bad_reason(path: Path) -> str:
+    try:
+        read_image(path)
+    except BadFileError as exc:
+        return exc.problem
+    return "unreadable"
+
+
+def _plain(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def _write_csv(path: Path, rows: list[list]) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

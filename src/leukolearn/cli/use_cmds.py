@@ -1,0 +1,200 @@
+"""Using trained models: `predict`, `calibrate`, `plan` and `export`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from leukolearn.cli import app
+from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, NoDedupeOpt, PositiveOpt,
+                                    RootArg, SizeOpt, load_cells, split_csv)
+
+THRESHOLD = "Threshold"
+SAMPLES = "Samples"
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="A model.safetensors (or the folder `train` wrote), "
+                                 "or a RUN directory: the mean of its fold models."),
+    paths: List[Path] = typer.Argument(..., help="Image files or folders (one sample per "
+                                       "subfolder), or one manifest CSV with a path column."),
+    out: Path = typer.Option(..., "--out", help="Folder for cells.csv, samples.csv, summary.json."),
+    size: Optional[int] = typer.Option(None, "--size", help="RUN: training size of the ensemble "
+                                       "(default: the largest)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Call a cell a blast at "
+                                              "this probability or above.", rich_help_panel=THRESHOLD),
+    target_sensitivity: Optional[float] = typer.Option(
+        None, "--target-sensitivity", help="Choose the threshold for this sensitivity (RUN: on its "
+        "pooled test-fold predictions; model: stored by `calibrate`).", rich_help_panel=THRESHOLD),
+    positive: Optional[str] = typer.Option(None, "--positive", help="Classes counted as blasts "
+                                           "(default: 'blast').", rich_help_panel=THRESHOLD),
+    diagnostic_threshold: float = typer.Option(0.20, "--diagnostic-threshold", help="Blast "
+                                               "fraction a sample is flagged at.", rich_help_panel=SAMPLES),
+    sample_col: Optional[str] = typer.Option(None, "--sample-col", help="Manifest CSV: column "
+                                             "naming each image's sample.", rich_help_panel=SAMPLES),
+    confidence: float = typer.Option(0.95, "--confidence", help="Of the Wilson interval.",
+                                     rich_help_panel=SAMPLES),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed in "
+                                  "summary.json) instead of stopping at the first."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of a table."),
+):
+    """Blast probability per cell, blast fraction per sample with a 95% CI and a flag.
+
+    Writes cells.csv, samples.csv and summary.json into --out (and reliability.png
+    when calibration data are available).
+    """
+    from leukolearn.predict import PredictOptions, predict_samples
+
+    options = PredictOptions(size=size, threshold=threshold, target_sensitivity=target_sensitivity,
+                             positive=split_csv(positive), diagnostic_threshold=diagnostic_threshold,
+                             confidence=confidence, sample_col=sample_col, skip_bad=skip_bad)
+    report = predict_samples(model, paths, options, progress=not as_json)
+    report.write(out)
+    if as_json:
+        typer.echo(json.dumps(report.summary(), indent=2))
+        return
+    from rich.table import Table
+
+    console = Console()
+    t = report.threshold
+    console.print(f"threshold {t.value:.3f} ({t.how})")
+    if report.calibration is not None:
+        console.print(f"calibration: ECE {report.calibration.ece:.3f} on {report.calibration.n} "
+                      "labelled cells")
+    table = Table(title=f"blast fraction per sample (flag at {diagnostic_threshold:.0%})")
+    for col in ("sample", "cells", "blasts", "fraction", f"{confidence:.0%} CI", "call"):
+        table.add_column(col, justify="left" if col in ("sample", "call") else "right")
+    for r in report.sample_results:
+        table.add_row(r.sample, str(r.n_cells), str(r.n_blasts), f"{r.blast_fraction:.1%}",
+                      f"{r.ci_low:.1%} - {r.ci_high:.1%}", r.call)
+    console.print(table)
+    if report.skipped:
+        console.print(f"[yellow]{len(report.skipped)} unreadable images skipped[/yellow]")
+    console.print(f"{len(report.paths)} cells -> {out}")
+
+
+@app.command()
+def calibrate(
+    model: Path = typer.Argument(..., help="A model.safetensors (or the folder `train` wrote)."),
+    dataset: str = DatasetArg,
+    root: Path = RootArg,
+    target_sensitivity: float = typer.Option(..., "--target-sensitivity", help="e.g. 0.95"),
+    out: Path = typer.Option(..., "--out", help="The calibrated copy of the model (.safetensors)."),
+    part: str = typer.Option("val", "--part", help="Images to calibrate on: 'val' or 'test' of the "
+                             "split.json beside the model, or 'all' (a held-out labelled set)."),
+    positive: Optional[str] = PositiveOpt,
+    size: Optional[int] = SizeOpt,
+    label_table: Optional[Path] = LabelTableOpt,
+    masks: Optional[Path] = MasksOpt,
+    keep_duplicates: bool = NoDedupeOpt,
+):
+    """Choose a blast threshold for a target sensitivity on held-out labelled images.
+
+    Writes a copy of the model whose config stores the threshold and its calibration
+    (reliability curve, ECE); `predict` then uses that threshold.
+    """
+    import numpy as np
+
+    from leukolearn.errors import LeukolearnError
+    from leukolearn.model import save_model
+    from leukolearn.predict import MODEL_FILE, calibrate_model, load_predictor
+
+    predictor = load_predictor(model)
+    if predictor.kind != "model":
+        raise LeukolearnError(f"{model} is a RUN; `predict --target-sensitivity` calibrates a "
+                              "RUN on its own test-fold predictions")
+    network = predictor.models[0]
+    cells = load_cells(dataset, root, size=size or network.config.input_size, positive=positive,
+                       multiclass=network.config.n_classes > 2 and positive is None,
+                       label_table=label_table, masks=masks, keep_duplicates=keep_duplicates)
+    if cells.class_names != network.config.class_names:
+        raise LeukolearnError(f"the dataset's classes {list(cells.class_names)} are not the "
+                              f"model's {list(network.config.class_names)}")
+    idx = np.arange(len(cells))
+    source = f"all {len(cells)} images of {root}"
+    if part != "all":
+        split_file = predictor.source.parent / "split.json"
+        if not split_file.is_file():
+            raise LeukolearnError(f"--part {part}: no split.json beside {predictor.source}; "
+                                  "use --part all with images the model was not trained on")
+        wanted = set(json.loads(split_file.read_text()).get(part, []))
+        if not wanted:
+            raise LeukolearnError(f"{split_file} lists no {part!r} images")
+        idx = np.array([i for i, image_id in enumerate(cells.image_ids) if image_id in wanted])
+        if len(idx) < len(wanted):
+            raise LeukolearnError(f"{len(wanted) - len(idx)} of the {part} images in {split_file} "
+                                  f"are not in {root}")
+        source = f"the {len(idx)} {part} images of {split_file}"
+    calibrated = calibrate_model(network, cells.images[idx], cells.labels[idx], target_sensitivity,
+                                 source=source)
+    if out.is_dir():
+        out = out / MODEL_FILE
+    save_model(calibrated, out)
+    info = calibrated.config.extra["calibration"]
+    c = info["threshold"]
+    Console().print(
+        f"threshold {c['threshold']:.4f}: sensitivity {c['sensitivity']:.3f}, specificity "
+        f"{c['specificity'] if c['specificity'] is None else round(c['specificity'], 3)} on "
+        f"{source} ({c['n_positive']} blasts); ECE {info['reliability']['ece']:.3f}\n"
+        f"calibrated model -> {out}")
+
+
+@app.command()
+def plan(
+    run: Path = typer.Argument(..., help="A RUN directory written by `sweep`."),
+    target: float = typer.Option(..., "--target-auc", "--target", help="Test metric to reach "
+                                 "(AUC, or weighted F1 for a multiclass run)."),
+    fit_max: Optional[int] = typer.Option(None, "--fit-max", help="Fit on training sizes up to this."),
+    validate_at: Optional[int] = typer.Option(None, "--validate-at", help="Compare the prediction "
+                                              "with the measured mean at this size."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples of the folds."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the bootstrap."),
+    confidence: float = typer.Option(0.95, "--confidence"),
+    figure_dir: Optional[Path] = typer.Option(None, "--figure-dir", help="Where learning_curve_plan"
+                                              ".png/.svg go (default: RUN/figures)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+):
+    """How many annotated training images reach a target AUC, with a CI.
+
+    Fits an inverse power law a - b*n^-c to the sweep's test metric per training size and
+    bootstraps over folds; draws the fit with the measured points and the target.
+    """
+    from leukolearn.curves import learning_curve_figure, plan_from_store
+    from leukolearn.report.figures import save_figure
+
+    result = plan_from_store(run, target, fit_max=fit_max, validate_at=validate_at,
+                             n_boot=n_boot, seed=seed, confidence=confidence)
+    written = save_figure(learning_curve_figure(result), figure_dir or run / "figures",
+                          "learning_curve_plan")
+    if as_json:
+        typer.echo(json.dumps({**result.to_dict(), "figure": str(written[0])}, indent=2))
+    else:
+        typer.echo(result.text())
+        typer.echo(f"figure -> {written[0]}")
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="A model.safetensors (or the folder `train` wrote)."),
+    onnx: Path = typer.Option(..., "--onnx", help="The .onnx file to write."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+):
+    """Write a model with its softmax as ONNX, class names in its metadata.
+
+    Input float32 (N, 3, H, W) RGB in [0, 1]; output class probabilities.
+    """
+    from leukolearn.errors import LeukolearnError
+    from leukolearn.export import export_onnx
+    from leukolearn.predict import load_predictor
+
+    predictor = load_predictor(model)
+    if predictor.kind != "model":
+        raise LeukolearnError(f"{model} is a RUN; export one of its weights/<job>.safetensors")
+    export_onnx(predictor.models[0], onnx, opset=opset)
+    c = predictor.config
+    typer.echo(f"{onnx}: input image float32 (N, 3, {c.input_size}, {c.input_size}) in [0, 1], "
+               f"output probabilities over {', '.join(c.class_names)}")

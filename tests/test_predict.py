@@ -1,0 +1,268 @@
+"""`leukolearn predict`: per-cell calls, per-sample blast fractions, RUN ensembles, thresholds.
+
+Models are untrained networks whose classifier weights are zeroed, so every cell gets the
+softmax of the bias: a known blast probability without any training.
+"""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from leukolearn.cellimages import CellImages
+from leukolearn.cli import main
+from leukolearn.metrics import wilson_interval
+from leukolearn.model import ModelConfig, build_model, save_model
+from leukolearn.predict import collect_samples, load_predictor, summarize_sample
+from leukolearn.presets import SweepConfig, get_preset
+from leukolearn.protocol import ProtocolOptions, make_plan
+from leukolearn.store import DatasetInfo, RunStore
+from leukolearn.sweep import JobOutcome, run_sweep
+
+SIZE = 190  # the smallest input the six conv/pool blocks take
+
+
+def constant_model(p_blast, seed=0):
+    """A network that gives every image blast probability `p_blast`."""
+    model = build_model(ModelConfig(input_size=SIZE), seed=seed)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, math.log(p_blast / (1 - p_blast))]))
+    return model.eval()
+
+
+def run(args, capsys):
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def read_csv(path):
+    return list(csv.DictReader(path.open()))
+
+
+@pytest.fixture(scope="module")
+def patients(tmp_path_factory):
+    """patients/P1 (3 cells), patients/P2 (5 cells, two in a nested slide folder)."""
+    root = tmp_path_factory.mktemp("patients")
+    rng = np.random.default_rng(0)
+    for name, n in (("P1", 3), ("P2", 5)):
+        for i in range(n):
+            folder = root / name / ("slide" if name == "P2" and i >= 3 else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
+    return root
+
+
+# ---- Wilson interval -----------------------------------------------------------------------
+@pytest.mark.parametrize("k, n, low, high", [
+    (0, 10, 0.0, 0.2775),
+    (5, 10, 0.2366, 0.7634),
+    (20, 100, 0.1334, 0.2888),
+    # Newcombe (1998), Stat Med 17:857, Table I, method 3 (Wilson score)
+    (81, 263, 0.2553, 0.3662),
+    (15, 148, 0.0624, 0.1605),
+    (0, 20, 0.0, 0.1611),
+    (1, 29, 0.0061, 0.1718),
+])
+def test_wilson_interval_matches_published_values(k, n, low, high):
+    assert wilson_interval(k, n) == pytest.approx((low, high), abs=6e-5)
+
+
+def test_wilson_edge_cases():
+    assert wilson_interval(10, 10)[1] == 1.0
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_sample_call_uses_the_whole_interval():
+    assert summarize_sample("s", np.array([True] * 60 + [False] * 40), 0.2).call == "above"
+    assert summarize_sample("s", np.zeros(200, bool), 0.2).call == "below"
+    few = summarize_sample("s", np.zeros(5, bool), 0.2)  # 0/5: CI up to 43 %
+    assert few.call == "uncertain" and not few.above_threshold and few.ci_high > 0.4
+
+
+# ---- samples from folders ------------------------------------------------------------------
+def test_folder_of_folders_gives_one_row_per_sample(patients, tmp_path, capsys):
+    save_model(constant_model(0.7), tmp_path / "m" / "model.safetensors")
+    out = tmp_path / "out"
+    code, stdout, err = run(["predict", str(tmp_path / "m"), str(patients), "--out", str(out)], capsys)
+    assert code == 0, err
+    cells = read_csv(out / "cells.csv")
+    header = (out / "cells.csv").read_text().splitlines()[0].split(",")
+    assert len(cells) == 8 and len(header) == len(set(header))
+    assert {c["sample"] for c in cells} == {"P1", "P2"}
+    for c in cells:
+        assert float(c["p_blast"]) == pytest.approx(0.7, abs=1e-5)
+        assert c["blast_probability"] == c["p_blast"]
+        assert float(c["p_other"]) + float(c["p_blast"]) == pytest.approx(1, abs=1e-5)
+        assert c["predicted"] == "blast" and c["blast"] == "1"  # default threshold 0.5
+    samples = {r["sample"]: r for r in read_csv(out / "samples.csv")}
+    assert samples["P1"]["n_cells"] == "3" and samples["P2"]["n_cells"] == "5"
+    assert samples["P2"]["n_blasts"] == "5" and float(samples["P2"]["blast_fraction"]) == 1.0
+    assert float(samples["P2"]["ci_low"]) == pytest.approx(wilson_interval(5, 5)[0], abs=1e-4)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["threshold"]["how"] == "default 0.5" and summary["n_samples"] == 2
+    assert summary["calibration"] is None
+    assert "P2" in stdout
+    # a higher threshold calls no blasts; a second folder given on its own is its own sample
+    code, _, err = run(["predict", str(tmp_path / "m"), str(patients / "P1"), "--threshold", "0.8",
+                        "--out", str(out), "--json"], capsys)
+    assert code == 0, err
+    (row,) = read_csv(out / "samples.csv")
+    assert row["sample"] == "P1" and row["n_blasts"] == "0" and row["call"] == "uncertain"
+
+
+def test_samples_from_a_manifest_column(patients, tmp_path, capsys):
+    save_model(constant_model(0.1), tmp_path / "model.safetensors")
+    manifest = tmp_path / "cells.csv"
+    files = sorted(patients.rglob("*.png"))
+    manifest.write_text("path,patient\n" + "".join(
+        f"{f},{'A' if i % 2 else 'B'}\n" for i, f in enumerate(files)))
+    out = tmp_path / "out"
+    code, _, err = run(["predict", str(tmp_path / "model.safetensors"), str(manifest),
+                        "--sample-col", "patient", "--out", str(out)], capsys)
+    assert code == 0, err
+    samples = {r["sample"]: r for r in read_csv(out / "samples.csv")}
+    assert set(samples) == {"A", "B"} and samples["A"]["n_blasts"] == "0"
+    assert samples["A"]["call"] == "uncertain" and samples["B"]["n_cells"] == "4"
+    code, _, err = run(["predict", str(tmp_path / "model.safetensors"), str(manifest),
+                        "--sample-col", "nope", "--out", str(out)], capsys)
+    assert code == 2 and "nope" in err
+
+
+def test_same_named_folders_keep_apart(tmp_path):
+    for parent in ("a", "b"):
+        (tmp_path / parent / "S").mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / parent / "S" / "x.png")
+    names = {s for _, s in collect_samples([tmp_path / "a", tmp_path / "b"])}
+    assert len(names) == 2
+
+
+def test_a_bad_image_is_a_one_line_error_unless_skipped(patients, tmp_path, capsys):
+    root = tmp_path / "p"
+    (root / "P9").mkdir(parents=True)
+    for f in sorted((patients / "P1").glob("*.png")):
+        (root / "P9" / f.name).write_bytes(f.read_bytes())
+    (root / "P9" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    save_model(constant_model(0.7), tmp_path / "model.safetensors")
+    args = ["predict", str(tmp_path / "model.safetensors"), str(root), "--out", str(tmp_path / "o")]
+    code, _, err = run(args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and "broken.png" in err
+    code, _, err = run(args + ["--skip-bad"], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["n_cells"] == 3 and "broken.png" in summary["skipped"][0]["path"]
+
+
+# ---- a RUN: the fold ensemble --------------------------------------------------------------
+class EnsembleRunner:
+    """Fold f's model says p_blast = 0.2 + 0.1 f (size 12: + 0.3); test predictions that
+    separate blasts from others imperfectly."""
+
+    def __call__(self, cells, job):
+        rng = np.random.default_rng(job.seed)
+        labels = cells.labels[list(job.test_idx)]
+        p = np.clip(0.25 + 0.5 * labels + rng.normal(0, 0.2, len(labels)), 0.01, 0.99)
+        model = constant_model(0.2 + 0.1 * job.fold + (0.3 if job.size == 12 else 0), seed=job.seed)
+        return JobOutcome(metric=0.8, best_epoch=1, epochs_run=1, seconds=0.0, degenerate=False,
+                          test_probs=np.stack([1 - p, p], axis=1), history=[], model=model)
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ens") / "run"
+    n = 60
+    cells = CellImages(np.zeros((n, 4, 4, 3), np.uint8), np.arange(n) % 2, ("other", "blast"),
+                       tuple(f"img{i}" for i in range(n)))
+    options = ProtocolOptions(folds=3, sizes=(6, 12))
+    config = SweepConfig("all", options, get_preset("quick").train, "auc")
+    with RunStore.create_or_resume(path, config=config, dataset=DatasetInfo.from_cells(cells),
+                                   cells=cells) as store:
+        run_sweep(cells, make_plan("all", cells.labels, options), store, runner=EnsembleRunner(),
+                  progress=False)
+    return path
+
+
+def test_run_ensemble_is_the_mean_of_its_fold_models(fake_run, patients, tmp_path, capsys):
+    predictor = load_predictor(fake_run)
+    assert predictor.kind == "run" and predictor.size == 12 and len(predictor.models) == 3
+    out = tmp_path / "out"
+    code, _, err = run(["predict", str(fake_run), str(patients), "--out", str(out)], capsys)
+    assert code == 0, err
+    cells = read_csv(out / "cells.csv")
+    assert float(cells[0]["p_blast"]) == pytest.approx(np.mean([0.5, 0.6, 0.7]), abs=1e-5)
+    code, _, err = run(["predict", str(fake_run), str(patients), "--size", "6", "--out", str(out)],
+                       capsys)
+    assert code == 0, err
+    assert float(read_csv(out / "cells.csv")[0]["p_blast"]) == pytest.approx(0.3, abs=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["source"]["training_size"] == 6 and len(summary["source"]["jobs"]) == 3
+    assert summary["calibration"]["n"] == 60 and 0 <= summary["calibration"]["ece"] <= 1
+    assert (out / "reliability.png").is_file()
+    code, _, err = run(["predict", str(fake_run), str(patients), "--size", "7", "--out", str(out)],
+                       capsys)
+    assert code == 2 and "6, 12" in err
+
+
+def test_run_threshold_for_a_target_sensitivity(fake_run, patients, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run(["predict", str(fake_run), str(patients), "--target-sensitivity", "0.9",
+                        "--out", str(out)], capsys)
+    assert code == 0, err
+    t = json.loads((out / "summary.json").read_text())["threshold"]
+    assert t["choice"]["sensitivity"] >= 0.9 and t["choice"]["n_positive"] == 30
+    assert "pooled test-fold predictions" in t["how"]
+    with RunStore.open(fake_run) as store:
+        pooled = [store.predictions(r.job_id) for r in store.results() if r.size == 12]
+    p_blast = np.concatenate([p.probs[:, 1] for p in pooled])
+    y = np.concatenate([p.labels for p in pooled]) == 1
+    assert np.mean(p_blast[y] >= t["value"]) == pytest.approx(t["choice"]["sensitivity"])
+    assert np.mean(p_blast[y] >= t["value"] + 1e-6) < 0.9  # the highest such threshold
+
+
+# ---- a single model: calibrate first -------------------------------------------------------
+def test_single_model_needs_calibration_for_a_target_sensitivity(patients, tmp_path, capsys):
+    from leukolearn.data.synthetic import make_binary, write_image_folder
+
+    model_dir = tmp_path / "m"
+    save_model(constant_model(0.6), model_dir / "model.safetensors")
+    code, _, err = run(["predict", str(model_dir), str(patients), "--target-sensitivity", "0.9",
+                        "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "calibrate" in err
+    labelled = tmp_path / "labelled"
+    write_image_folder(make_binary(4, size=SIZE, seed=2), labelled)
+    calibrated = tmp_path / "cal.safetensors"
+    code, stdout, err = run(["calibrate", str(model_dir), "folder", str(labelled), "--positive",
+                             "blast", "--part", "all", "--target-sensitivity", "0.9",
+                             "--out", str(calibrated)], capsys)
+    assert code == 0, err
+    assert "threshold" in stdout
+    code, _, err = run(["predict", str(calibrated), str(patients), "--target-sensitivity", "0.9",
+                        "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["threshold"]["value"] == pytest.approx(0.6, abs=1e-5)
+    assert summary["calibration"]["n"] == 8 and "all 8 images" in summary["threshold"]["how"]
+    # --part val (the default) needs the split.json that `train` writes beside the model
+    args = ["calibrate", str(model_dir), "folder", str(labelled), "--positive", "blast",
+            "--target-sensitivity", "0.9", "--out", str(calibrated)]
+    code, _, err = run(args, capsys)
+    assert code == 2 and "split.json" in err
+    val = sorted(p.relative_to(labelled).as_posix() for p in labelled.rglob("*.png"))[::2]
+    (model_dir / "split.json").write_text(json.dumps({"train": [], "val": val, "test": []}))
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    from leukolearn.model import load_model
+
+    info = load_model(calibrated).config.extra["calibration"]
+    assert info["reliability"]["n"] == len(val) and "val images" in info["source"]
