@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; see the README for a GPU install.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install browser demo test test-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,14 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/leukolearn demo
 
-test: install
+# tests/test_report_browser.py opens the HTML report in headless Chromium; it skips without
+# one, but fails under CI=true, so install it when missing (CI runs as root on Debian).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  command -v google-chrome >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: install browser
 	$(PY) -m pytest -m "slow or not slow"
 
 test-fast: install

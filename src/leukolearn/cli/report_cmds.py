@@ -1,4 +1,5 @@
-"""`leukolearn figures`: the paper's figures from a run directory."""
+"""`leukolearn figures` and `leukolearn report`: the paper's figures and an HTML report
+from a run directory."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,3 +31,26 @@ def figures(
         return
     for path in written:
         typer.echo(str(path))
+
+
+@app.command()
+def report(
+    run: Path = RunArg,
+    out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write "
+                                       "(default: RUN/report.html)."),
+    target: float = typer.Option(0.95, "--target", help="Learning-curve target: the test "
+                                 "metric whose training size the report estimates."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples of the folds for "
+                               "the learning curve's interval (as `plan`; fewer is faster)."),
+):
+    """Write one self-contained HTML page about a run: config, dataset fingerprint and
+    versions, the summary table beside the paper's numbers, every figure (paper figures,
+    learning curve, calibration, and the explain/embed/focus/shortcut figures found in the
+    run directory) and a model card.
+
+    Opens offline (images embedded, nothing fetched); on a running sweep, reports what finished.
+    """
+    from leukolearn.report.html import write_report
+
+    path = write_report(run, out, target=target, n_boot=n_boot)
+    typer.echo(str(path))
