@@ -55,3 +55,8 @@ def test_hidden_features_are_the_models_embedding():
     with torch.no_grad():
         want = model.embed(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
     np.testing.assert_allclose(feats, want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_tsne_refuses_identical_features_instead_of_crashing():
+    with pytest.raises(LeukolearnError, match="dead network"):
+        tsne_2d(np.ones((20, 32)))

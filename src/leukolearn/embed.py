@@ -37,6 +37,10 @@ def tsne_2d(features: np.ndarray, seed: int = 0, perplexity: float | None = None
     n = len(features)
     if n < 4:
         raise LeukolearnError(f"tSNE needs at least 4 images, got {n}")
+    if np.ptp(features, axis=0).max() == 0:
+        # scikit-learn's TSNE crashes the interpreter on identical points (a dead network)
+        raise LeukolearnError("every image has the same features (a dead network): "
+                              "nothing to embed")
     perplexity = min(30.0, (n - 1) / 3) if perplexity is None else perplexity
     # PCA initialisation: stable layouts and less dependence on the seed than random init
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,

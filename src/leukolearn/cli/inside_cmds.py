@@ -1,0 +1,285 @@
+"""`explain`, `embed`, `focus` and `shortcut`: what a run's networks look at (Fig 4b),
+how they represent cells (Fig 5), and whether the background alone gives the answer."""
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from leukolearn.cli import app
+from leukolearn.cli.options import (DatasetArg, LabelTableOpt, NoDedupeOpt, PositiveOpt, RootArg,
+                                    SizeOpt, load_cells, split_csv)
+from leukolearn.errors import LeukolearnError
+
+RunArg = typer.Argument(..., help="Run directory written by `leukolearn sweep`.")
+OutOpt = typer.Option(None, "--out", help="Folder for the figures and tables "
+                      "(default: RUN/figures).")
+NoProgressOpt = typer.Option(False, "--no-progress", help="No progress bars.")
+SWEEP = "Sweep (default: the preset's)"
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _sizes(text: str) -> list[int]:
+    from leukolearn.cli.sweep_cmds import parse_sizes
+
+    return list(parse_sizes(text) or ())
+
+
+def _open(run: Path, masks: Optional[Path] = None, progress: bool = True):
+    from leukolearn.inside import reload_cells
+    from leukolearn.store import RunStore
+
+    store = RunStore.open(run)
+    return store, reload_cells(store, masks_dir=masks, progress=progress)
+
+
+def _written(paths) -> None:
+    for path in paths:
+        typer.echo(str(path))
+
+
+@app.command()
+def explain(
+    run: Path = RunArg,
+    fold: int = typer.Option(0, "--fold", help="Fold whose test images and models to show."),
+    sizes: str = typer.Option("10,50,100,200", "--sizes", help="Training sizes (columns); the "
+                              "nearest sizes the run has are used."),
+    images: Optional[str] = typer.Option(None, "--images", help="Image ids (rows), comma-"
+                                         "separated. Default: a blast and one or two non-"
+                                         "blasts of the fold's test set (a blast, a lymphocyte "
+                                         "and a neutrophil when the run knows cell types)."),
+    rule: str = typer.Option("epsilon", "--rule", help="LRP rule: epsilon (the paper's), "
+                             "zplus, alpha2beta1 or alpha1beta0."),
+    out: Optional[Path] = OutOpt,
+    no_progress: bool = NoProgressOpt,
+):
+    """Fig 4b: saliency and LRP maps of a few test images under the fold's models trained
+    on more and more images (PNG + SVG)."""
+    from leukolearn.inside import cell_types, default_rows, fold_jobs
+    from leukolearn.inside_measures import explain_grid
+    from leukolearn.report.figures import save_figure
+    from leukolearn.report.inside_figures import explain_figure
+
+    store, cells = _open(run, progress=not no_progress)
+    jobs, _ = fold_jobs(store, fold, _sizes(sizes))
+    test = store.split(jobs[0].job_id)[2]
+    types = cell_types(store, cells)
+    if images:
+        by_id = {i.lower(): k for k, i in enumerate(cells.image_ids)}
+        rows = []
+        for image_id in split_csv(images) or []:
+            if image_id.lower() not in by_id:
+                raise LeukolearnError(f"no image {image_id!r} in the run's dataset "
+                                      f"(ids look like {cells.image_ids[0]!r})")
+            rows.append(by_id[image_id.lower()])
+            if rows[-1] not in set(test.tolist()):
+                say(f"note: {image_id} is not a test image of fold {fold}: some of these "
+                    "models trained or early-stopped on it")
+    else:
+        rows = default_rows(test, cells.labels, types, cells.class_names)
+    grid, notes = explain_grid(store, cells, fold, _sizes(sizes), rows, types, rule)
+    for note in notes:
+        say(note)
+    out = out or run / "figures"
+    _written(save_figure(explain_figure(grid), out, f"fig4b_explain_fold{fold:02d}_{rule}"))
+
+
+@app.command()
+def embed(
+    run: Path = RunArg,
+    fold: int = typer.Option(0, "--fold", help="Fold of the tSNE panels."),
+    sizes: str = typer.Option("10,50,100", "--sizes", help="Training sizes of the tSNE panels "
+                              "(nearest available)."),
+    out: Optional[Path] = OutOpt,
+    no_progress: bool = NoProgressOpt,
+):
+    """Fig 5: tSNE maps of the 32-d last hidden layer on the images each model did not
+    train on, one panel per size; and the class separation in that layer (silhouette,
+    kNN accuracy) for every finished model of the run, over training size (figure + CSV).
+
+    The separation table is kept in OUT/separation.csv: a second call measures only the
+    models that finished since."""
+    from leukolearn.inside import column
+    from leukolearn.inside_measures import embed_panels, separation_table
+    from leukolearn.report.figures import save_figure
+    from leukolearn.report.inside_figures import separation_figure, tsne_figure
+
+    store, cells = _open(run, progress=not no_progress)
+    out = out or run / "figures"
+    panels, notes = embed_panels(store, cells, fold, _sizes(sizes))
+    for note in notes:
+        say(note)
+    written = save_figure(tsne_figure(panels, cells.class_names, title=f"Fold {fold}: last "
+                                      "hidden layer, tSNE"), out, f"fig5_tsne_fold{fold:02d}")
+    start = time.perf_counter()
+    table = separation_table(store, cells, out / "separation.csv", progress=not no_progress)
+    say(f"separation: {table.measured} models measured, {table.reused} reused "
+        f"({time.perf_counter() - start:.0f} s)")
+    rows = table.rows
+    written.append(out / "separation.csv")
+    written += save_figure(separation_figure(column(rows, "size"), column(rows, "silhouette"),
+                                             column(rows, "knn_accuracy"),
+                                             column(rows, "chance"), column(rows, "dead")),
+                           out, "separation_vs_size")
+    _written(written)
+
+
+@app.command()
+def focus(
+    run: Path = RunArg,
+    masks: Optional[Path] = typer.Option(None, "--masks", help="ALL-IDB2: folder of expert "
+                                         "masks. Without it, the stain segmentation is used."),
+    out: Optional[Path] = OutOpt,
+    no_progress: bool = NoProgressOpt,
+):
+    """Where the networks look: the share of positive LRP relevance (epsilon rule) on
+    nucleus, cytoplasm and background of each model's test images, over training size
+    (figure + CSV). Kept in OUT/focus_shares.csv: a second call measures only new models."""
+    from leukolearn.focus import REGIONS
+    from leukolearn.inside import column
+    from leukolearn.inside_measures import focus_table
+    from leukolearn.inside_shortcut import segment_masks
+    from leukolearn.report.figures import save_figure
+    from leukolearn.report.inside_figures import focus_figure
+
+    store, cells = _open(run, masks, progress=not no_progress)
+    if masks is not None:
+        label, region_masks = f"expert:{masks.resolve()}", cells.masks
+    elif cells.masks is not None:  # a shortcut-variant run carries the masks it was cut with
+        label, region_masks = "variant masks", cells.masks
+    else:
+        say("no --masks: using the stain segmentation (focus.segment_cells) for nucleus, "
+            "cytoplasm and background")
+        label, region_masks = "segmentation", segment_masks(cells.images, not no_progress)
+    out = out or run / "figures"
+    start = time.perf_counter()
+    table = focus_table(store, cells, region_masks, label, out / "focus_shares.csv",
+                        progress=not no_progress)
+    say(f"focus: {table.measured} models measured, {table.reused} reused "
+        f"({time.perf_counter() - start:.0f} s)")
+    rows = table.rows
+    shares = {r: column(rows, r) for r in REGIONS}
+    source = "expert masks" if masks is not None else label.replace("segmentation",
+                                                                    "stain segmentation")
+    written = [out / "focus_shares.csv"]
+    areas = {r: column(rows, f"area_{r}") for r in REGIONS}
+    written += save_figure(focus_figure(column(rows, "size"), shares, areas,
+                                        title=f"LRP (epsilon) on test images; {source}"),
+                           out, "focus_vs_size")
+    _written(written)
+
+
+@app.command()
+def shortcut(
+    dataset: str = DatasetArg,
+    root: Path = RootArg,
+    out: Path = typer.Option(..., "--out", help="Folder for the three runs (original, "
+                             "cell-only, background-only) and the report. Give it again to "
+                             "resume."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="ALL-IDB2: folder of expert "
+                                         "masks. Without it, the stain segmentation is used."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="As for `sweep` (default "
+                                         "paper-all-binary; quick for a first look).",
+                                         rich_help_panel=SWEEP),
+    folds: Optional[int] = typer.Option(None, "--folds", rich_help_panel=SWEEP),
+    run_folds: Optional[int] = typer.Option(None, "--run-folds", rich_help_panel=SWEEP),
+    sizes: Optional[str] = typer.Option(None, "--sizes", rich_help_panel=SWEEP),
+    seed: Optional[int] = typer.Option(None, "--seed", rich_help_panel=SWEEP),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", rich_help_panel=SWEEP),
+    patience: Optional[int] = typer.Option(None, "--patience", rich_help_panel=SWEEP),
+    size: Optional[int] = SizeOpt,
+    positive: Optional[str] = PositiveOpt,
+    label_table: Optional[Path] = LabelTableOpt,
+    keep_duplicates: bool = NoDedupeOpt,
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Trainings run in parallel."),
+    no_progress: bool = NoProgressOpt,
+):
+    """Shortcut control: the same sweep on the original images, on the cell alone
+    (background painted one neutral colour) and on the background alone (cell painted
+    over), then the metric of each side by side (table, shortcut.json, shortcut.csv,
+    shortcut_vs_size.png/svg in OUT). If the background alone scores about as well as the
+    whole image, the networks need not look at the cell."""
+    from leukolearn.cli.sweep_cmds import DEFAULT_PRESET, parse_sizes
+    from leukolearn.inside_shortcut import (run_shortcut, shortcut_masks, shortcut_summary,
+                                            write_summary)
+    from leukolearn.presets import get_preset
+
+    config = get_preset(preset or DEFAULT_PRESET.get(dataset, "paper-all-binary"))
+    config = config.with_options(folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes),
+                                 seed=seed)
+    config = config.with_train(max_epochs=max_epochs, patience=patience)
+    multiclass = config.metric == "weighted_f1"
+    cells = load_cells(dataset, root, size=size, positive=None if multiclass else positive,
+                       multiclass=multiclass, label_table=label_table, masks=masks,
+                       keep_duplicates=keep_duplicates, progress=not no_progress)
+    cut = shortcut_masks(cells, masks.resolve() if masks else None, progress=not no_progress)
+    say(f"cutting cells from background with {cut.description}")
+    if cut.dice:
+        say(f"stain segmentation vs expert masks: median Dice {cut.dice['cell_median']:.2f} "
+            f"(cell), {cut.dice['nucleus_median']:.2f} (nucleus)")
+    load_options = {"size": cells.size, "positive": positive, "multiclass": multiclass,
+                    "label_table": str(label_table) if label_table else None,
+                    "dedupe": not keep_duplicates}
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
+        result = run_shortcut(cells, config, out, masks=cut, dataset_name=dataset,
+                              dataset_root=root.resolve(), load_options=load_options,
+                              jobs=jobs, progress=not no_progress)
+    say(f"painted with RGB {tuple(result.fill)}; background-only hides a disc of radius "
+        f"{result.radius} px around each cell (not its outline: cell size is a class cue)")
+    failed = sum(r.failed for r in result.reports.values())
+    interrupted = any(r.interrupted for r in result.reports.values())
+    summary = shortcut_summary(out, cut)
+    written = write_summary(out, summary) + _shortcut_figure(out, summary)
+    _print_shortcut(summary)
+    _written(written)
+    if interrupted:
+        say("interrupted; finished jobs are saved. Run the same command again to resume.")
+        sys.exit(130)
+    if failed:
+        say(f"{failed} jobs failed; run the same command again to retry them")
+        sys.exit(1)
+
+
+def _shortcut_figure(out: Path, summary: dict) -> list[Path]:
+    from leukolearn.report.figures import save_figure
+    from leukolearn.report.inside_figures import shortcut_figure
+    from leukolearn.report.run_figures import METRIC_LABELS
+
+    variants = {}
+    for name, v in summary["variants"].items():
+        sizes = [r["size"] for r in v["rows"] for _ in r["values"]]
+        values = [x for r in v["rows"] for x in r["values"]]
+        variants[name] = (sizes, values)
+    if not variants:
+        return []
+    metric = summary.get("metric", "auc")
+    title = f"Shortcut control ({summary.get('masks_short', 'masks')})"
+    return save_figure(shortcut_figure(variants, metric_name=METRIC_LABELS.get(metric, metric),
+                                       chance_level=0.5 if metric == "auc" else None,
+                                       title=title), out, "shortcut_vs_size")
+
+
+def _print_shortcut(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from leukolearn.inside_shortcut import VARIANTS, summary_table
+
+    names = [v for v in VARIANTS if v in summary["variants"]]
+    table = Table(title=f"median {summary.get('metric', 'metric')} over folds")
+    table.add_column("size", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for row in summary_table(summary):
+        table.add_row(str(row["size"]), *(
+            "–" if row[f"{n}_median"] != row[f"{n}_median"]
+            else f"{row[f'{n}_median']:.3f} (n={row[f'{n}_n']})" for n in names))
+    Console(stderr=True).print(table)
