@@ -60,7 +60,9 @@ def explain(
     out: Optional[Path] = OutOpt,
     no_progress: bool = NoProgressOpt,
 ):
-    """Fig 4b: saliency and LRP maps of a few test images under the fold's models trained
+    """Fig 4b: saliency and LRP maps over training sizes.
+
+    Saliency and LRP maps of a few test images under the fold's models trained
     on more and more images (PNG + SVG)."""
     from leukolearn.inside import cell_types, default_rows, fold_jobs
     from leukolearn.inside_measures import explain_grid
@@ -100,7 +102,9 @@ def embed(
     out: Optional[Path] = OutOpt,
     no_progress: bool = NoProgressOpt,
 ):
-    """Fig 5: tSNE maps of the 32-d last hidden layer on the images each model did not
+    """Fig 5: tSNE of the last hidden layer, and class separation over sizes.
+
+    tSNE maps of the 32-d last hidden layer on the images each model did not
     train on, one panel per size; and the class separation in that layer (silhouette,
     kNN accuracy) for every finished model of the run, over training size (figure + CSV).
 
@@ -139,7 +143,9 @@ def focus(
     out: Optional[Path] = OutOpt,
     no_progress: bool = NoProgressOpt,
 ):
-    """Where the networks look: the share of positive LRP relevance (epsilon rule) on
+    """Where the networks look: relevance on nucleus, cytoplasm, background.
+
+    The share of positive LRP relevance (epsilon rule) on
     nucleus, cytoplasm and background of each model's test images, over training size
     (figure + CSV). Kept in OUT/focus_shares.csv: a second call measures only new models."""
     from leukolearn.focus import REGIONS
@@ -201,7 +207,9 @@ def shortcut(
     jobs: int = typer.Option(1, "--jobs", "-j", help="Trainings run in parallel."),
     no_progress: bool = NoProgressOpt,
 ):
-    """Shortcut control: the same sweep on the original images, on the cell alone
+    """Shortcut control: the cell alone vs the background alone.
+
+    The same sweep on the original images, on the cell alone
     (background painted one neutral colour) and on the background alone (cell painted
     over), then the metric of each side by side (table, shortcut.json, shortcut.csv,
     shortcut_vs_size.png/svg in OUT). If the background alone scores about as well as the

@@ -18,7 +18,9 @@ def figures(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the figures "
                                        "(default: RUN/figures)."),
 ):
-    """Draw the paper's figures (PNG and SVG) from a run's store: loss curves (Fig 3a),
+    """The paper's figures (PNG + SVG) from a run: Figs 3a, 3b, 4a/6, 7b.
+
+    Drawn from the run's store alone: loss curves (Fig 3a),
     mean ROC (3b), metric vs training size (4a / 6), confusion matrix (7b).
 
     Works on a sweep that is still running: it draws what has finished.
@@ -43,7 +45,9 @@ def report(
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples of the folds for "
                                "the learning curve's interval (as `plan`; fewer is faster)."),
 ):
-    """Write one self-contained HTML page about a run: config, dataset fingerprint and
+    """One self-contained HTML page about a run, with a model card.
+
+    Contents: config, dataset fingerprint and
     versions, the summary table beside the paper's numbers, every figure (paper figures,
     learning curve, calibration, and the explain/embed/focus/shortcut figures found in the
     run directory) and a model card.
