@@ -18,7 +18,18 @@ ROTATION_RANGE_DEG = 359.0
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random flips and rotation of each image in x (B, C, H, W) float; returns a new tensor."""
-    b = x.shape[0]
+    theta = random_affine(x.shape[0], generator)
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_affine(b: int, generator: torch.Generator) -> torch.Tensor:
+    """(b, 2, 3) float32 affine matrices for `F.affine_grid`: each a random flip and rotation.
+
+    The draws (flip_h, flip_v, angle; b each, in this order) are the whole random part of
+    the augmentation, so `leukolearn.kernels.augment_uint8` given these matrices samples
+    the same images as `augment_batch`.
+    """
     flip_h = torch.rand(b, generator=generator) < 0.5
     flip_v = torch.rand(b, generator=generator) < 0.5
     angle = (torch.rand(b, generator=generator) * 2 - 1) * math.radians(ROTATION_RANGE_DEG)
@@ -32,8 +43,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     theta[:, 0, 1] = -sin * sy
     theta[:, 1, 0] = sin * sx
     theta[:, 1, 1] = cos * sy
-    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return theta
 
 
 def oversample_indices(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:

@@ -8,6 +8,7 @@ class scores, which is what saliency and LRP explain.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ from torch import nn
 from leukolearn.errors import BadFileError, LeukolearnError
 
 PAPER_FILTERS = (4, 8, 8, 8, 16, 16)
-FORMAT_VERSION = 1  # bump when the saved layout changes; load refuses other versions
+FORMAT_VERSION = 2  # bump when the saved layout changes; load refuses versions it does not know
+# 1: no checksum (still read: files saved before version 2); 2: a checksum of the weights.
+_READABLE_VERSIONS = ("1", "2")
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,23 @@ class PaperCNN(nn.Module):
         """Pre-softmax class scores (B, n_classes). x: (B, 3, H, W) float, pixel / 255."""
         return self.classifier(self.embed(x))
 
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` with each Conv + ReLU + MaxPool block as one fused CPU kernel
+        (`leukolearn.kernels`; PyTorch's layers where it does not apply). Equal to `forward`
+        up to float rounding, 3-4x faster on a CPU; what training and prediction use.
+        x may lack the last row / column of an odd-sized input: no block reads them.
+        For inference x may also be the uint8 images as stored, (B, H, W, 3): the first
+        block then divides by 255 while it reads them (needs the kernels)."""
+        from leukolearn.kernels import conv_pool_relu, conv_pool_relu_uint8
+
+        convs = list(self.features[0::3])  # (Conv2d, ReLU, MaxPool2d) per block
+        if x.dtype == torch.uint8:
+            x = conv_pool_relu_uint8(x, convs[0].weight, convs[0].bias)
+            convs = convs[1:]
+        for conv in convs:
+            x = conv_pool_relu(x, conv.weight, conv.bias)
+        return self.classifier(self.hidden_act(self.hidden(self.flatten(x))))
+
 
 def build_model(config: ModelConfig, *, init: str = "keras", seed: int | None = None) -> PaperCNN:
     """A fresh network. `init="keras"` reproduces Keras 2.0's defaults (Glorot-uniform
@@ -113,7 +133,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def save_model(model: PaperCNN, path: str | Path) -> Path:
-    """Weights as safetensors, the ModelConfig in its metadata: loading never runs code."""
+    """Weights as safetensors, the ModelConfig and a checksum of the weights in its metadata:
+    loading never runs code, and a damaged file is refused."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -122,11 +143,27 @@ def save_model(model: PaperCNN, path: str | Path) -> Path:
     metadata = {
         "leukolearn_format": str(FORMAT_VERSION),
         "model_config": model.config.to_json(),
+        "weights_blake2b": weights_digest(tensors),
     }
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)  # atomic: a reader never sees half a file
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(path)  # atomic: a reader never sees half a file
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: leave no half-written file
+        raise
     return path
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of names, dtypes, shapes and bytes of the tensors: safetensors has no checksum
+    of its own, so without this a changed byte in the data would load silently."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_model(path: str | Path) -> PaperCNN:
@@ -141,19 +178,38 @@ def load_model(path: str | Path) -> PaperCNN:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise BadFileError(path, f"not a readable leukolearn model ({exc})") from None
+        raise BadFileError(path, f"not a readable leukolearn model ({_one_line(exc)})") from None
     version = metadata.get("leukolearn_format")
     if version is None or "model_config" not in metadata:
         raise BadFileError(path, "not a leukolearn model (no model config in the file)")
-    if version != str(FORMAT_VERSION):
-        raise BadFileError(
-            path, f"model format version {version}, this leukolearn reads {FORMAT_VERSION}"
-        )
+    if version not in _READABLE_VERSIONS:
+        raise BadFileError(path, f"model format version {version}, this leukolearn reads "
+                                 f"{' and '.join(_READABLE_VERSIONS)}")
+    digest = metadata.get("weights_blake2b")
+    if version != "1" and digest is None:
+        raise BadFileError(path, "damaged: the checksum of the weights is missing")
+    if digest is not None and weights_digest(tensors) != digest:
+        raise BadFileError(path, "damaged: the weights do not match the checksum stored "
+                                 "with them (the file was changed after it was saved)")
     try:
         config = ModelConfig.from_json(metadata["model_config"])
+        with torch.device("meta"):  # shapes only: a config claiming a huge input allocates nothing
+            expected = {k: tuple(v.shape) for k, v in PaperCNN(config).state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        if found != expected:
+            wrong = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
+            raise ValueError(f"{wrong[0]}: stored {found.get(wrong[0])}, "
+                             f"architecture needs {expected.get(wrong[0])}")
         model = PaperCNN(config)
         model.load_state_dict(tensors, strict=True)
     except (TypeError, ValueError, json.JSONDecodeError, LeukolearnError, RuntimeError) as exc:
-        raise BadFileError(path, f"weights do not match the stored architecture ({exc})") from None
+        raise BadFileError(
+            path, f"weights do not match the stored architecture ({_one_line(exc)})") from None
     model.eval()
     return model
+
+
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    """An exception's message on one line (torch lists every mismatched tensor on its own)."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

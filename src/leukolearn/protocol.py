@@ -65,6 +65,8 @@ class ProtocolOptions:
                 raise LeukolearnError(f"{name} must be at least 1, got {value}")
         if self.replicates < 1:
             raise LeukolearnError(f"replicates must be at least 1, got {self.replicates}")
+        if self.seed < 0:  # numpy's generators take non-negative seeds only
+            raise LeukolearnError(f"seed must be 0 or more, got {self.seed}")
         if self.run_folds is not None and not 1 <= self.run_folds <= self.folds:
             raise LeukolearnError(f"run_folds must be between 1 and folds={self.folds}, got {self.run_folds}")
 

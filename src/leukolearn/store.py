@@ -15,7 +15,9 @@ keeps the run directory a few ordinary files that can be copied or committed.
 
 A job's weights are written to a temporary file, fsynced and renamed into place *before*
 its row commits, so a row never points to a missing file; a weights file without a row
-(a crash in between) is simply overwritten when the job runs again. A failed job gets a
+(a crash in between) is simply overwritten when the job runs again. A save that fails (a
+full disk) removes that job's weights file and raises a LeukolearnError naming the job; the
+jobs saved before it stay. A failed job gets a
 row with status 'failed' and the message; it is not "finished" and runs again on resume.
 """
 from __future__ import annotations
@@ -45,6 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
 SCHEMA_VERSION = 1
 _OWN_FILES = {"config.json", "dataset.json", "versions.json", "run.sqlite", "run.sqlite-journal",
               "weights", ".lock", "summary.csv"}
+# Left by a process killed while writing one of the JSON files (see _write_json).
+_OWN_FILES |= {f".{name}.tmp" for name in ("config.json", "dataset.json", "versions.json")}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -161,6 +165,8 @@ class RunStore:
             raise ValueError("DatasetInfo does not describe these cells (fingerprints differ)")
         if path.exists() and not path.is_dir():
             raise LeukolearnError(f"{path} is a file, not a run directory; choose another --out")
+        if path.is_dir() and not (path / "config.json").exists():
+            _refuse_foreign(path)  # before the lock file: leave a user's folder untouched
         path.mkdir(parents=True, exist_ok=True)
         lock_fd = _acquire_lock(path)
         try:
@@ -184,6 +190,10 @@ class RunStore:
                         "INSERT INTO images VALUES (?, ?, ?)",
                         zip(range(len(cells)), cells.image_ids, cells.labels.tolist()),
                     )
+        except (OSError, sqlite3.Error) as exc:  # a full disk, a damaged run.sqlite
+            os.close(lock_fd)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise LeukolearnError(f"{path}: cannot write the run directory ({reason})") from None
         except BaseException:
             os.close(lock_fd)
             raise
@@ -196,6 +206,11 @@ class RunStore:
         if not (path / "config.json").exists() or not (path / "run.sqlite").exists():
             raise LeukolearnError(f"{path} is not a leukolearn run (no config.json / run.sqlite)")
         conn = sqlite3.connect(f"file:{path / 'run.sqlite'}?mode=ro", uri=True, timeout=30)
+        try:  # connect() reads nothing: fail here, naming the file, not in the first query
+            conn.execute("SELECT job_id FROM jobs LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LeukolearnError(f"{path / 'run.sqlite'}: not a readable run database ({exc})") from None
         return cls(path, conn)
 
     def close(self) -> None:
@@ -270,24 +285,49 @@ class RunStore:
         """Save one finished job: weights file first, then its row in one transaction."""
         self._require_writer()
         weights = None
-        if outcome.model is not None:
-            weights = f"weights/{job.job_id}.safetensors"
-            _write_weights(outcome.model, self.path / weights)
         metric = float(outcome.metric)
-        self._insert(job, {
-            "status": "done", "metric_name": outcome.metric_name,
-            "metric": None if np.isnan(metric) else metric,
-            "best_epoch": int(outcome.best_epoch), "epochs_run": int(outcome.epochs_run),
-            "seconds": float(outcome.seconds), "degenerate": int(bool(outcome.degenerate)),
-            "test_labels": _to_npy(np.asarray(test_labels, dtype=np.int64)),
-            "test_probs": _to_npy(np.asarray(outcome.test_probs, dtype=np.float32)),
-            "history": json.dumps(_plain(outcome.history)), "weights": weights,
-        })
+        try:
+            if outcome.model is not None:
+                weights = f"weights/{job.job_id}.safetensors"
+                _write_weights(outcome.model, self.path / weights)
+            self._insert(job, {
+                "status": "done", "metric_name": outcome.metric_name,
+                "metric": None if np.isnan(metric) else metric,
+                "best_epoch": int(outcome.best_epoch), "epochs_run": int(outcome.epochs_run),
+                "seconds": float(outcome.seconds), "degenerate": int(bool(outcome.degenerate)),
+                "test_labels": _to_npy(np.asarray(test_labels, dtype=np.int64)),
+                "test_probs": _to_npy(np.asarray(outcome.test_probs, dtype=np.float32)),
+                "history": json.dumps(_plain(outcome.history)), "weights": weights,
+            })
+        except BaseException as exc:  # a full disk, Ctrl-C
+            if weights is not None and not self._has_done_row(job.job_id):
+                (self.path / weights).unlink(missing_ok=True)  # no file without its row
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                raise self._save_error(job, exc) from None
+            raise
 
     def record_failed(self, job: "Job", message: str) -> None:
         """Note a job that raised; it stays unfinished, so a resume runs it again."""
         self._require_writer()
-        self._insert(job, {"status": "failed", "error": message})
+        try:
+            self._insert(job, {"status": "failed", "error": message})
+        except (OSError, sqlite3.Error) as exc:
+            raise self._save_error(job, exc) from None
+
+    def _has_done_row(self, job_id: str) -> bool:
+        try:
+            return self._conn.execute("SELECT 1 FROM jobs WHERE job_id = ? AND status = 'done'",
+                                      (job_id,)).fetchone() is not None
+        except sqlite3.Error:
+            return True  # cannot tell: keep the file (a resume overwrites it if need be)
+
+    def _save_error(self, job: "Job", exc: Exception) -> LeukolearnError:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return LeukolearnError(
+            f"{self.path}: could not save job {job.job_id} ({reason}); the jobs finished "
+            "before it are kept. Fix that (e.g. free disk space), then run the same command "
+            "again to resume"
+        )
 
     def _insert(self, job: "Job", values: dict[str, Any]) -> None:
         values = {
@@ -406,16 +446,20 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _write_weights(model: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.safetensors")
-    if isinstance(model, Mapping):  # a plain state dict
-        from safetensors.torch import save_file
+    try:
+        if isinstance(model, Mapping):  # a plain state dict
+            from safetensors.torch import save_file
 
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp))
-    else:  # a leukolearn model: its ModelConfig goes into the file's metadata
-        from leukolearn.model import save_model
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp))
+        else:  # a leukolearn model: its ModelConfig goes into the file's metadata
+            from leukolearn.model import save_model
 
-        save_model(model, tmp)
-    _fsync(tmp)
-    os.replace(tmp, path)
+            save_model(model, tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written file must not take space or linger
+        raise
     _fsync(path.parent)
 
 
@@ -435,7 +479,10 @@ def _to_npy(a: np.ndarray) -> bytes:
 
 
 def _from_npy(b: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(b), allow_pickle=False)
+    try:  # allow_pickle=False: an array stored as a pickle is refused, never unpickled
+        return np.load(io.BytesIO(b), allow_pickle=False)
+    except (ValueError, OSError, EOFError, TypeError) as exc:
+        raise LeukolearnError(f"run.sqlite holds a damaged or unsafe array ({exc})") from None
 
 
 def _plain(x: Any) -> Any:

@@ -145,12 +145,20 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
     Drops classes below `config.options.min_per_class`, checks the metric fits the classes,
     makes the plan, opens (or resumes) the store and runs the missing jobs.
     """
+    # Everything that can be refused is checked before the run directory is written.
+    if jobs < 1:
+        raise LeukolearnError(f"--jobs must be at least 1, got {jobs}")
     cells, dropped = keep_classes(cells, config.options.min_per_class)
     if config.metric == "auc" and cells.n_classes != 2:
         raise LeukolearnError(
             f"ROC-AUC needs two classes but the dataset has {cells.n_classes} "
             f"({', '.join(cells.class_names[:6])}...); name the blast classes with --positive"
         )
+    _check_class_counts(cells, config)
+    if runner is None:  # the network must fit the input size, or every job would fail
+        from leukolearn.model import ModelConfig
+
+        ModelConfig(input_size=cells.size, n_classes=cells.n_classes, class_names=cells.class_names)
     plan = make_plan(config.protocol, cells.labels, config.options)
     info = DatasetInfo.from_cells(cells, dataset_name, dataset_root, load_options=load_options,
                                   dropped_classes=dropped)
@@ -159,6 +167,22 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
     with RunStore.create_or_resume(out, config=config, dataset=info, cells=cells) as store:
         return run_sweep(cells, plan, store, runner=runner, jobs=jobs, progress=progress,
                          max_jobs=max_jobs)
+
+
+def _check_class_counts(cells: CellImages, config: Any) -> None:
+    """Refuse a class without images, and (ROC-AUC, every image tested once) a class with
+    fewer images than folds: a test set without it has no AUC, so the sweep would only
+    produce NaNs or a score from one lucky fold."""
+    counts = cells.class_counts()
+    for name, n in counts.items():
+        if n == 0:
+            raise LeukolearnError(f"class {name!r} has no images (class counts: {counts}); "
+                                  "a sweep needs images of every class")
+        if config.metric == "auc" and config.protocol != "aml" and n < config.options.folds:
+            raise LeukolearnError(
+                f"class {name!r} has {n} image(s), fewer than the {config.options.folds} folds: "
+                "some test sets would lack it and have no ROC-AUC; lower --folds or add images"
+            )
 
 
 def _attempt(runner: Runner, cells: CellImages, job: Job) -> JobOutcome | str:

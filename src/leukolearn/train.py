@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leukolearn.augment import augment_batch, oversample_indices
+from leukolearn import kernels
+from leukolearn.augment import augment_batch, oversample_indices, random_affine
 from leukolearn.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.metrics import is_constant
@@ -46,6 +47,8 @@ class TrainConfig:
                 raise LeukolearnError(f"{name.replace('_', '-')} must be at least 1")
         if not self.lr > 0:
             raise LeukolearnError("learning rate must be positive")
+        if self.threads < 0:
+            raise LeukolearnError(f"threads must be 0 (torch's default) or more, got {self.threads}")
 
     @classmethod
     def binary(cls, **overrides) -> "TrainConfig":
@@ -117,11 +120,13 @@ def train_model(
     if config.oversample_to:
         train_idx = train_idx[oversample_indices(cells.labels[train_idx], config.oversample_to, rng)]
     train_idx = np.sort(train_idx)  # sorted reads are fast on a memory-mapped dataset
-    x_train = to_tensor(cells.images[train_idx])
-    y_train = torch.from_numpy(cells.labels[train_idx])
+    # uint8 on the device once (a 200-image training set is 40 MB); batches index into it.
+    x_train = to_tensor(cells.images[train_idx]).to(device)
+    y_train = torch.from_numpy(cells.labels[train_idx]).to(device)
     # Validation never changes: normalise it once, not every epoch.
     x_val = (to_tensor(cells.images[val_idx]).float() / 255).to(device)
     y_val = torch.from_numpy(cells.labels[val_idx]).to(device)
+    fused = _use_kernels(device)
 
     best_loss, best_state, best_epoch, wait = float("inf"), None, 0, 0
     history: list[dict] = []
@@ -129,8 +134,9 @@ def train_model(
     with _EpochProgress(config.max_epochs, enabled=progress) as bar:
         for epoch in range(1, config.max_epochs + 1):
             t0 = time.perf_counter()
-            train_loss = _train_one_epoch(model, optimizer, x_train, y_train, config, generator, device)
-            val_loss = _loss(model, x_val, y_val)
+            train_loss = _train_one_epoch(model, optimizer, x_train, y_train, config, generator,
+                                          fused)
+            val_loss = _loss(model, x_val, y_val, fused)
             record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                       "seconds": time.perf_counter() - t0}
             history.append(record)
@@ -158,12 +164,17 @@ def train_model(
 def predict_proba(model: PaperCNN, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Class probabilities (N, n_classes) for uint8 images (N, H, W, 3) at the model's size."""
     device = next(model.parameters()).device
+    fused = _use_kernels(device)
     model.eval()
     out = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = to_tensor(images[start:start + batch_size]).to(device).float() / 255
-            out.append(torch.softmax(model(x), dim=1).cpu().numpy())
+            chunk = images[start:start + batch_size]
+            if fused and chunk.dtype == np.uint8:  # the first kernel reads (B, H, W, 3) as is
+                logits = model.forward_fused(torch.from_numpy(np.ascontiguousarray(chunk)))
+            else:
+                logits = model(to_tensor(chunk).to(device).float() / 255)
+            out.append(torch.softmax(logits, dim=1).cpu().numpy())
     if not out:
         return np.zeros((0, model.config.n_classes), dtype=np.float32)
     return np.concatenate(out)
@@ -175,31 +186,50 @@ def _make_optimizer(model: PaperCNN, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
-def _train_one_epoch(model, optimizer, x_train, y_train, config, generator, device) -> float:
+def _use_kernels(device: torch.device) -> bool:
+    """The fused C kernels run on the CPU only; elsewhere PyTorch's layers do the work."""
+    return device.type == "cpu" and kernels.enabled()
+
+
+def _train_one_epoch(model, optimizer, x_train, y_train, config, generator, fused) -> float:
     model.train()
     order = torch.randperm(len(x_train), generator=generator)
-    total, seen = 0.0, 0
+    # Summed on the device, read once per epoch: no host sync per batch (matters on a GPU).
+    total = torch.zeros((), dtype=torch.float64, device=x_train.device)
     for start in range(0, len(order), config.batch_size):
         batch = order[start:start + config.batch_size]
-        x = x_train[batch].to(device).float() / 255
-        if config.augment:
-            x = augment_batch(x, generator)
-        y = y_train[batch].to(device)
-        loss = F.cross_entropy(model(x), y)
+        x = _batch(x_train, batch, config.augment, generator, fused)
+        logits = model.forward_fused(x) if fused else model(x)
+        loss = F.cross_entropy(logits, y_train[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(batch)
-        seen += len(batch)
-    return total / seen
+        total += loss.detach() * len(batch)
+    return total.item() / len(order)
 
 
-def _loss(model, x, y, batch_size: int = 128) -> float:
+def _batch(x_train, batch, augment: bool, generator, fused: bool) -> torch.Tensor:
+    """Training images `batch` as float / 255, randomly flipped and rotated if `augment`.
+
+    Both paths draw the same random numbers (`random_affine`) and sample the same images;
+    the fused one reads the uint8 images directly and skips the last row and column of an
+    odd-sized image, which no conv/pool block reads.
+    """
+    if fused and augment:
+        size = x_train.shape[-1]
+        crop = size - size % 2
+        return kernels.augment_uint8(x_train, batch, random_affine(len(batch), generator), crop)
+    x = x_train[batch].float() / 255
+    return augment_batch(x, generator) if augment else x
+
+
+def _loss(model, x, y, fused: bool = False, batch_size: int = 128) -> float:
     model.eval()
     total = 0.0
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            logits = model(x[start:start + batch_size])
+            xb = x[start:start + batch_size]
+            logits = model.forward_fused(xb) if fused else model(xb)
             total += F.cross_entropy(logits, y[start:start + batch_size], reduction="sum").item()
     return total / len(x)
 

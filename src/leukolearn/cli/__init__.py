@@ -5,6 +5,7 @@ only builds the app and turns user errors into one line and exit code 2.
 """
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 
@@ -35,6 +36,8 @@ def _print_warning(message, *_args, **_kwargs) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: user errors become `error: ...` and exit 2,
     warnings one `warning: ...` line each."""
+    # tifffile logs what it finds wrong in a file; our one-line error already says it.
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _print_warning

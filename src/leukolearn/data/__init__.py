@@ -147,15 +147,36 @@ def _list(name: str, root: str | Path, size: int | None, label_table: str | Path
             raise LeukolearnError(f"option {option} does not apply to dataset {name!r}")
     listing = spec.fn(root, **{k: Path(v) if k != "allow_outside_root" else v
                                for k, v in options.items()})
+    _move_duplicate_ids_to_bad(listing)
     if not listing.entries and not listing.bad:
         raise LeukolearnError(f"no images found in {root}")
     return listing, int(size or spec.default_size)
+
+
+def _move_duplicate_ids_to_bad(listing: Listing) -> None:
+    """Two files with one image id (Im001_1.jpg and Im001_1.tif; one name in two AML class
+    folders): the second is a bad file naming the first, instead of an error without names."""
+    first: dict[str, Path] = {}
+    kept = []
+    for entry in listing.entries:
+        if entry.image_id in first:
+            listing.bad.append(BadFileError(
+                entry.path, f"same image id {entry.image_id!r} as {first[entry.image_id]} "
+                            "(image ids must be unique: rename or remove one)"))
+        else:
+            first[entry.image_id] = entry.path
+            kept.append(entry)
+    listing.entries = kept
 
 
 def _present_positive(positive: Sequence[str], listing: Listing) -> tuple[str, ...]:
     """The positive classes present in this copy; known but absent ones are skipped."""
     names = (positive,) if isinstance(positive, str) else tuple(positive)
     known = listing.known_classes or listing.class_names
+    unknown = [p for p in names if p not in known and p not in listing.class_names]
+    if unknown:  # a typo, or a class of another dataset: never silently zero blasts
+        raise LeukolearnError(f"positive class {unknown[0]!r} is not among the classes "
+                              f"{list(listing.class_names)}")
     chosen = tuple(p for p in names if p in listing.class_names or p not in known)
     if not chosen:
         raise LeukolearnError(f"none of the positive classes {list(names)} has images here "

@@ -6,6 +6,12 @@ An entry is a folder of `.npy` files under `$LEUKOLEARN_CACHE` (default
 versions: a changed file, size or policy gives a new entry, and a moved or copied
 dataset still hits.
 
+Hashing every byte of a large dataset on each load would take minutes (12 GB for
+AML-Cytomorphology_LMU), so `file_digest` remembers each file's digest in
+`digests.sqlite` beside the entries, under the file's (path, size, mtime_ns, ctime_ns,
+inode): an unchanged file is read once; a file whose size, time stamps or inode changed,
+or one the memo does not know, is hashed again. The key stays the content hash.
+
 Arrays are written row by row into `numpy.lib.format.open_memmap` files, so the dataset
 is never held in RAM; the folder is written under a temporary name and renamed into
 place (`os.replace`), so a killed or failed load leaves no half-written entry. A hit
@@ -13,10 +19,13 @@ returns read-only memory maps: a dataset larger than RAM still loads, in seconds
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import shutil
+import sqlite3
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -27,6 +36,7 @@ from leukolearn.errors import BadFileError
 
 _CHUNK = 1 << 20  # 1 MiB
 _ROWS_PER_COPY = 256  # rows copied at a time by entry_rows
+_RACY_NS = 2_000_000_000  # files written less than 2 s ago are not remembered
 
 
 def cache_root() -> Path:
@@ -36,7 +46,31 @@ def cache_root() -> Path:
 
 
 def file_digest(path: str | Path) -> str:
-    """blake2b of a file's bytes, read in 1 MiB chunks."""
+    """blake2b of a file's bytes, read in 1 MiB chunks; remembered while the file is
+    unchanged (see the module docstring), so a second load reads no image bytes."""
+    try:
+        before = os.stat(path)
+    except OSError as e:
+        raise BadFileError(path, f"cannot be read ({e.strerror or e})") from None
+    key = _stat_key(path, before)
+    memo = _DigestMemo.current()
+    if memo is not None and (digest := memo.get(key)) is not None:
+        return digest
+    digest = _hash_bytes(path)
+    if memo is not None:
+        try:
+            after = os.stat(path)
+        except OSError:
+            return digest
+        # Remember only a file that did not change while it was read and whose time stamp
+        # is old enough that a write in the same clock tick cannot hide behind it.
+        recent = time.time_ns() - max(before.st_mtime_ns, before.st_ctime_ns) < _RACY_NS
+        if _stat_key(path, after) == key and not recent:
+            memo.put(key, digest)
+    return digest
+
+
+def _hash_bytes(path: str | Path) -> str:
     h = hashlib.blake2b(digest_size=20)
     try:
         with open(path, "rb") as f:
@@ -45,6 +79,99 @@ def file_digest(path: str | Path) -> str:
     except OSError as e:
         raise BadFileError(path, f"cannot be read ({e.strerror or e})") from None
     return h.hexdigest()
+
+
+def _stat_key(path: str | Path, st: os.stat_result) -> tuple:
+    # A file name that is not UTF-8 holds lone surrogates, which SQLite refuses: escape them.
+    name = os.fsencode(os.path.abspath(path)).decode("utf-8", "backslashreplace")
+    return (name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class _DigestMemo:
+    """(path, size, mtime_ns, ctime_ns, inode) -> digest in <cache root>/digests.sqlite.
+
+    One connection per process and cache root (a forked worker opens its own); new rows
+    are committed in batches, and at exit. Any database problem turns the memo off for
+    the process: digests are then computed from the bytes, as without it.
+    """
+
+    _open: "_DigestMemo | None" = None
+    _broken: set = set()
+
+    def __init__(self, path: Path):
+        self.path, self.pid, self.root_env = path, os.getpid(), None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, "
+                          "size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, "
+                          "digest TEXT NOT NULL)")
+        self.pending: dict[tuple, str] = {}  # not yet committed
+        self.flushed = time.monotonic()
+
+    @classmethod
+    def current(cls) -> "_DigestMemo | None":
+        memo = cls._open
+        # a cheap test first (this runs once per file): has the cache root changed?
+        root = (os.environ.get("LEUKOLEARN_CACHE"), os.environ.get("HOME"))
+        if memo is not None and memo.root_env == root and memo.pid == os.getpid():
+            return memo
+        path = cache_root() / "digests.sqlite"
+        if memo is not None and memo.pid == os.getpid():
+            memo.close()
+        cls._open = None
+        if path in cls._broken:
+            return None
+        try:
+            cls._open = cls(path)
+            cls._open.root_env = root
+        except (OSError, sqlite3.Error):
+            cls._broken.add(path)
+        return cls._open
+
+    def get(self, key: tuple) -> str | None:
+        if key in self.pending:
+            return self.pending[key]
+        try:
+            row = self.conn.execute(
+                "SELECT digest FROM digests WHERE path=? AND size=? AND mtime_ns=? AND "
+                "ctime_ns=? AND inode=?", key).fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
+
+    def put(self, key: tuple, digest: str) -> None:
+        self.pending[key] = digest
+        if len(self.pending) >= 1000 or time.monotonic() - self.flushed > 5:
+            self.flush()
+
+    def flush(self) -> None:
+        rows = [(*key, digest) for key, digest in self.pending.items()]
+        self.pending, self.flushed = {}, time.monotonic()
+        if not rows or self.pid != os.getpid():
+            return
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)",
+                                      rows)
+        except sqlite3.Error:
+            pass  # the memo is only a shortcut; the digests are right without it
+
+    def close(self) -> None:
+        self.flush()
+        try:
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+
+
+@atexit.register
+def _flush_memo() -> None:
+    memo = _DigestMemo._open
+    if memo is not None and memo.pid == os.getpid():
+        memo.close()
 
 
 def content_key(digests: Iterable[str], *settings: object) -> str:

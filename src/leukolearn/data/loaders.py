@@ -88,6 +88,12 @@ def image_files(folder: Path, bad: list[BadFileError], recursive: bool = False) 
     return found
 
 
+def as_text(name: str) -> str:
+    """A file name as valid text. Python keeps the bytes of a name that is not UTF-8 as lone
+    surrogates, which SQLite and UTF-8 text files refuse; they become \\xNN escapes here."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _require_dir(folder: Path) -> None:
     if not folder.is_dir():
         raise LeukolearnError(f"{folder} is not a folder")
@@ -124,7 +130,7 @@ def list_all_idb2(root: Path, label_table: Path | None = None,
             continue
         label = "blast" if match.group(2) == "1" else "healthy"
         mask = _find_mask(Path(masks_dir), path.stem, bad) if masks_dir else None
-        entries.append(Entry(path, path.stem, label, mask_path=mask))
+        entries.append(Entry(path, as_text(path.stem), label, mask_path=mask))
     if label_table is None:
         return Listing(entries, ("healthy", "blast"), bad)
     cell_types = _read_label_table(Path(label_table), [e.image_id for e in entries])
@@ -161,7 +167,9 @@ def _read_label_table(table: Path, image_ids: list[str]) -> dict[str, str]:
     for k, row in enumerate(rows[1:], start=2):
         if all(v in (None, "") for v in row):
             continue
-        raw_id, cell_type = str(row[id_col]).strip(), str(row[type_col] or "").strip()
+        row = list(row) + [None] * (len(header) - len(row))  # a short row: missing cells
+        raw_id = str(row[id_col] if row[id_col] is not None else "").strip()
+        cell_type = str(row[type_col] if row[type_col] is not None else "").strip()
         match = _ALL_IDB2_ID.match(raw_id)
         image_id = by_number.get(match.group(1)) if match else None
         if image_id is None:
@@ -193,8 +201,14 @@ def _table_rows(table: Path) -> list[list]:
             return [list(r) for r in book.worksheets[0].iter_rows(values_only=True)]
         finally:
             book.close()
-    with open(table, newline="", encoding="utf-8-sig") as f:
-        return [row for row in csv.reader(f)]
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as f:
+            return [row for row in csv.reader(f)]
+    except UnicodeDecodeError as e:
+        raise BadFileError(table, f"not UTF-8 text (byte {e.start}); save the table as a "
+                                  "UTF-8 CSV or as XLSX") from None
+    except csv.Error as e:
+        raise BadFileError(table, f"not a readable CSV ({e})") from None
 
 
 # --- AML-Cytomorphology_LMU --------------------------------------------------------------
@@ -237,6 +251,7 @@ def _list_class_folders(root: Path, folders: list[Path], ids: str) -> Listing:
     for folder in folders:
         for path in image_files(folder, bad, recursive=True):
             image_id = path.stem if ids == "stem" else path.relative_to(root).as_posix()
+            image_id = as_text(image_id)
             entries.append(Entry(path, image_id, folder.name))
     present = tuple(f.name for f in folders if any(e.label == f.name for e in entries))
     return Listing(entries, present, bad, known_classes=tuple(f.name for f in folders))
@@ -251,13 +266,19 @@ def list_manifest(root: Path, allow_outside_root: bool = False) -> Listing:
     if not root.is_file():
         raise LeukolearnError(f"manifest {root} is not a file")
     base = root.parent
-    with open(root, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip().lower() for c in reader.fieldnames or []]
-        if "path" not in columns or "label" not in columns:
-            raise LeukolearnError(f"manifest {root} needs columns path and label "
-                                  f"(found {reader.fieldnames})")
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k} for r in reader]
+    try:
+        with open(root, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            if "path" not in columns or "label" not in columns:
+                raise LeukolearnError(f"manifest {root} needs columns path and label "
+                                      f"(found {reader.fieldnames})")
+            rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k}
+                    for r in reader]
+    except UnicodeDecodeError as e:
+        raise BadFileError(root, f"not UTF-8 text (byte {e.start}); save it as a UTF-8 CSV") from None
+    except csv.Error as e:
+        raise BadFileError(root, f"not a readable CSV ({e})") from None
     grouped = "group" in columns
     bad: list[BadFileError] = []
     entries, seen = [], set()
@@ -277,6 +298,10 @@ def list_manifest(root: Path, allow_outside_root: bool = False) -> Listing:
             raise LeukolearnError(f"{where}: {rel} is listed twice")
         seen.add(normal)
         path = base / normal
+        if not allow_outside_root and not _resolves_inside(path, base):
+            raise LeukolearnError(f"{where}: {rel} is a symbolic link (or lies in one) that "
+                                  "leads outside the manifest's folder "
+                                  "(allow_outside_root=True permits it)")
         if not path.is_file():
             bad.append(BadFileError(root, f"row {k}: image {rel} not found"))
             continue
@@ -284,3 +309,11 @@ def list_manifest(root: Path, allow_outside_root: bool = False) -> Listing:
         entries.append(Entry(path, Path(normal).as_posix(), label, group=group))
     classes = tuple(sorted({e.label for e in entries}))
     return Listing(entries, classes, bad, known_classes=classes)
+
+
+def _resolves_inside(path: Path, base: Path) -> bool:
+    """Whether `path`, symbolic links followed, is inside `base`."""
+    try:
+        return path.resolve().is_relative_to(base.resolve())
+    except (OSError, RuntimeError, ValueError):  # a link loop or a NUL: reading it fails later
+        return True

@@ -1,0 +1,302 @@
+"""Faults during a real sweep: SIGKILL at random moments, Ctrl-C, a full disk, a second sweep.
+
+Real `python -m leukolearn sweep` processes on 24 synthetic 190 px cells: 4 jobs of at most
+2 epochs for the quick tests, 36 jobs of at most 12 epochs (under a second each) for the
+slow SIGKILL test. Every subprocess runs with one thread (OMP_NUM_THREADS=1) and --jobs 1,
+so training is bit-for-bit deterministic across processes and a resumed run can be
+compared with an uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import random
+import re
+import shlex
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from leukolearn.cli import main
+from leukolearn.data.synthetic import make_binary, write_image_folder
+from leukolearn.store import RunStore
+
+COMMON = ["--preset", "quick", "--folds", "3", "--size", "190", "--positive", "blast",
+          "--max-epochs", "2", "--patience", "1", "--keep-duplicates", "--no-progress",
+          "--jobs", "1", "--seed", "7"]
+SMALL = [*COMMON, "--run-folds", "2", "--sizes", "2,4"]  # 4 jobs
+SMALL_JOBS = 4
+KILL = [*COMMON, "--run-folds", "3", "--sizes", "2,4,6,8", "--replicates", "3",  # 36 jobs
+        "--max-epochs", "12", "--patience", "12"]  # about a second each
+KILL_JOBS = 36
+N_KILLS = 20
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cells")
+    write_image_folder(make_binary(12, size=190, seed=3), root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """One thread everywhere, and a decode cache shared by this module's processes."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "LEUKOLEARN_CACHE": str(tmp_path_factory.mktemp("cache"))}
+
+
+def start(env, data, out, args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "leukolearn", "sweep", "folder", str(data), "--out", str(out),
+         *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, proc, timeout=300.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"exited with {proc.returncode} first: {proc.stderr.read()}")
+        if time.monotonic() > end:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+
+
+def weights_files(run: Path) -> set[str]:
+    folder = run / "weights"
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+def done_rows(run: Path) -> int:
+    """Finished jobs, read without writing (a sweep may be running)."""
+    if not (run / "run.sqlite").exists():
+        return 0
+    conn = sqlite3.connect(f"file:{run / 'run.sqlite'}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'done'").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+    finally:
+        conn.close()
+
+
+def assert_consistent(run: Path) -> list[str]:
+    """Integrity, one row per job, a weights file for every row and nothing else in
+    weights/ (no temp file, no file without its row); returns the finished job ids."""
+    conn = sqlite3.connect(run / "run.sqlite")
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        total, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT job_id) FROM jobs").fetchone()
+        assert total == distinct
+    finally:
+        conn.close()
+    with RunStore.open(run) as store:
+        records = store.results(include_failed=True)
+        assert all(r.status == "done" for r in records)
+        ids = sorted(r.job_id for r in records)
+        for job_id in ids:
+            assert store.weights_path(job_id).is_file()
+    assert weights_files(run) == {f"{i}.safetensors" for i in ids}
+    assert not (run / "run.sqlite-journal").exists()
+    return ids
+
+
+def snapshot(run: Path) -> dict:
+    """Per job: metric, test indices and probabilities, and the saved weights."""
+    from safetensors.numpy import load_file
+
+    with RunStore.open(run) as store:
+        out = {}
+        for r in store.results():
+            pred = store.predictions(r.job_id)
+            # The tensors, not the file's bytes: safetensors orders its metadata at random.
+            out[r.job_id] = (r.metric, pred.test_idx, pred.probs,
+                             load_file(store.weights_path(r.job_id)))
+        return out
+
+
+def assert_same_results(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for job_id in a:
+        (ma, ia, pa, wa), (mb, ib, pb, wb) = a[job_id], b[job_id]
+        assert ma == mb or (np.isnan(ma) and np.isnan(mb)), job_id
+        np.testing.assert_array_equal(ia, ib, err_msg=job_id)
+        np.testing.assert_array_equal(pa, pb, err_msg=job_id)  # exact, not approximate
+        assert wa.keys() == wb.keys(), job_id
+        for name in wa:
+            np.testing.assert_array_equal(wa[name], wb[name], err_msg=f"{job_id} {name}")
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing(data, env, tmp_path):
+    # An uninterrupted run, timed, to aim the kills.
+    ref = tmp_path / "ref"
+    t0 = time.monotonic()
+    proc = start(env, data, ref, KILL)
+    wait_for(lambda: done_rows(ref) >= 1, proc)
+    startup = time.monotonic() - t0  # imports, decoding, opening the store, the first job
+    _, err = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, err
+    per_job = (time.monotonic() - t0 - startup) / (KILL_JOBS - 1)
+    assert len(assert_consistent(ref)) == KILL_JOBS
+
+    rng = random.Random(20210418)
+    run = tmp_path / "run"
+    kills = []  # per kill: (moment, store existed, a transaction was open, finished jobs)
+    for kill in range(N_KILLS):
+        before = done_rows(run)
+        launched = time.monotonic()
+        proc = start(env, data, run, KILL)
+        if kill == 0 or rng.random() < 0.35:  # in start-up: imports, loading, the store
+            moment, delay = "start-up", rng.uniform(0.1, 1.0) * startup
+        else:  # inside a later job: its training, its weights file or its commit
+            wait_for(lambda: done_rows(run) > before, proc, timeout=600)
+            startup = time.monotonic() - launched  # a resume starts faster (decoded once)
+            moment, delay = "in a job", rng.uniform(0.0, 1.0) * per_job
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+        else:
+            pytest.fail(f"sweep ended by itself before kill {kill + 1} (rc {proc.returncode}): "
+                        f"{proc.stderr.read()}")
+        hot = (run / "run.sqlite-journal").exists()  # killed inside a transaction
+        kills.append((moment, (run / "config.json").exists(), hot,
+                      None if hot else done_rows(run)))
+
+    proc = start(env, data, run, KILL)  # the last resume, left to finish
+    _, err = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, err
+    done, already = map(int, re.search(r"(\d+) jobs done, (\d+) already in", err).groups())
+    assert done + already == KILL_JOBS and 0 < already < KILL_JOBS
+    assert len(assert_consistent(run)) == KILL_JOBS
+    assert_same_results(snapshot(ref), snapshot(run))
+    print(f"\n{N_KILLS} SIGKILLs survived: {sum(k[0] == 'start-up' for k in kills)} in start-up, "
+          f"{sum(k[0] == 'in a job' for k in kills)} in a job, {sum(k[2] for k in kills)} inside "
+          f"a transaction, {sum(not k[1] for k in kills)} before the store existed; finished "
+          f"jobs after each kill: {[k[3] for k in kills]}; {done} of {KILL_JOBS} left for the "
+          f"last run (first job after {startup:.1f} s, then {per_job:.2f} s per job)")
+
+
+def test_ctrl_c_keeps_finished_jobs_and_says_how_to_resume(data, env, tmp_path):
+    run = tmp_path / "run"
+    proc = start(env, data, run, SMALL)
+    wait_for(lambda: done_rows(run) >= 1, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    command = shlex.join(["sweep", "folder", str(data), "--out", str(run), *SMALL])
+    assert err.strip().splitlines()[-1] == ("interrupted; finished jobs are saved. Resume "
+                                            f"with the same command: leukolearn {command}")
+    kept = assert_consistent(run)
+    assert 1 <= len(kept) < SMALL_JOBS  # (resuming is what the other tests here do)
+
+
+def test_second_sweep_on_a_run_is_refused_while_the_first_writes(data, env, tmp_path):
+    run = tmp_path / "run"
+    first = start(env, data, run, SMALL)
+    try:
+        wait_for(lambda: (run / "run.sqlite").exists(), first)  # it holds the lock by now
+        first.send_signal(signal.SIGSTOP)  # keep it holding the lock while the second starts
+        config = (run / "config.json").read_bytes()
+        second = start(env, data, run, SMALL)
+        _, err = second.communicate(timeout=300)
+        assert first.poll() is None
+        assert second.returncode == 2
+        assert err.strip().splitlines() == [
+            f"error: {run} is being written by another sweep (pid {first.pid}); "
+            "wait for it to finish or choose another --out"]
+        assert (run / "config.json").read_bytes() == config
+    finally:
+        first.send_signal(signal.SIGCONT)
+        first.kill()
+        first.communicate()
+    fd = os.open(run / ".lock", os.O_RDWR)  # the lock died with its process
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+def run_cli(args, capsys):
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+class _CommitFails:
+    """A sqlite3 connection whose commits fail as SQLite's do on a full disk."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def __enter__(self):
+        return self._conn.__enter__()
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self._conn.rollback()
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.__exit__(*exc)
+
+
+def test_full_disk_loses_no_finished_job(data, tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+
+    run = tmp_path / "run"
+    args = ["sweep", "folder", data, "--out", run, *SMALL]
+
+    # 1. The disk fills while the second job's weights are written: half a file, ENOSPC.
+    real_save = safetensors.torch.save_file
+    calls = []
+
+    def save_file(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:
+            Path(filename).write_bytes(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+        return real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    code, err = run_cli(args, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        f"error: {run}: could not save job f00-n4-s0 (No space left on device); the jobs "
+        "finished before it are kept. Fix that (e.g. free disk space), then run the same "
+        "command again to resume"]
+    assert assert_consistent(run) == ["f00-n2-s0"]
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
+
+    # 2. Resumed on a still full disk: the weights fit, the database commit does not.
+    real_init = RunStore.__init__
+
+    def init(self, path, conn, lock_fd=None):
+        real_init(self, path, _CommitFails(conn) if lock_fd is not None else conn, lock_fd)
+
+    monkeypatch.setattr(RunStore, "__init__", init)
+    code, err = run_cli(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "could not save job f00-n4-s0 (database or disk is full)" in err
+    assert assert_consistent(run) == ["f00-n2-s0"]  # and f00-n4-s0's weights were removed
+    monkeypatch.setattr(RunStore, "__init__", real_init)
+
+    # 3. Space freed: the same command completes the run.
+    code, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert f"{SMALL_JOBS - 1} jobs done, 1 already in" in err
+    assert len(assert_consistent(run)) == SMALL_JOBS

@@ -1,0 +1,226 @@
+"""The fast paths compute what the plain PyTorch layers compute (up to float rounding).
+
+The fused C kernels (`leukolearn.kernels`) replace Conv3x3 + ReLU + MaxPool blocks and the
+augmentation during training and prediction; each is compared here with the slow,
+obviously-correct PyTorch reference: outputs, gradients, the random draws, and the device
+handling. Kernel tests skip where no C compiler is found (the code then runs PyTorch).
+"""
+import hashlib
+import os
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from leukolearn import kernels
+from leukolearn.augment import augment_batch, random_affine
+from leukolearn.data.synthetic import make_binary
+from leukolearn.model import ModelConfig, build_model
+from leukolearn.train import (TrainConfig, _batch, _train_one_epoch, predict_proba,
+                              resolve_device, to_tensor, train_model)
+
+needs_kernels = pytest.mark.skipif(not kernels.enabled(), reason="no C compiler: kernels off")
+
+
+def _reference_block(x, w, b):
+    return F.max_pool2d(F.relu(F.conv2d(x, w, b)), 2)  # the model's order: conv, ReLU, pool
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+@needs_kernels
+@pytest.mark.parametrize("cin, cout, h, w", [
+    (3, 4, 257, 257), (4, 8, 127, 127), (8, 8, 62, 62), (8, 16, 30, 30), (16, 16, 14, 14),
+    (16, 16, 6, 6), (4, 8, 37, 50), (8, 4, 190, 41),
+])
+def test_fused_block_matches_pytorch_outputs_and_gradients(cin, cout, h, w):
+    g = torch.Generator().manual_seed(cin * 100 + h)
+    x = torch.rand(3, cin, h, w, generator=g).requires_grad_(cin % 4 == 0)
+    weight = (torch.randn(cout, cin, 3, 3, generator=g) * 0.4).requires_grad_()
+    bias = (torch.randn(cout, generator=g) * 0.1).requires_grad_()
+    inputs = [weight, bias] + ([x] if x.requires_grad else [])
+    ref = _reference_block(x, weight, bias)
+    out = kernels.conv_pool_relu(x, weight, bias)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    grad_out = torch.randn(ref.shape, generator=g)
+    for a, b in zip(torch.autograd.grad(out, inputs, grad_out),
+                    torch.autograd.grad(ref, inputs, grad_out)):
+        assert _rel(a, b) < 1e-4
+
+
+@needs_kernels
+def test_fused_block_gives_ties_to_the_first_window_position_like_max_pool():
+    # A constant image makes every pooling window a 4-way tie: PyTorch sends the gradient
+    # to the window's first (top-left) position; so must the kernel.
+    x = torch.full((2, 4, 20, 20), 0.5, requires_grad=True)
+    weight = torch.full((4, 4, 3, 3), 0.1, requires_grad=True)
+    bias = torch.zeros(4, requires_grad=True)
+    grads = [torch.autograd.grad(f(x, weight, bias).sum(), [x, weight, bias])
+             for f in (kernels.conv_pool_relu, _reference_block)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@needs_kernels
+def test_first_block_reads_uint8_images_as_stored():
+    images = torch.from_numpy(make_binary(3, size=65, seed=1).images)  # (B, H, W, 3) uint8
+    weight, bias = torch.randn(4, 3, 3, 3), torch.randn(4) * 0.1
+    x = images.permute(0, 3, 1, 2).float() / 255
+    torch.testing.assert_close(kernels.conv_pool_relu_uint8(images, weight, bias),
+                               _reference_block(x, weight, bias), atol=1e-5, rtol=1e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize("size", [257, 64, 33])
+def test_fused_augmentation_samples_the_images_augment_batch_does(size):
+    images = to_tensor(make_binary(4, size=size, seed=2).images)  # (N, 3, H, W) uint8
+    index = torch.tensor([5, 0, 7, 2, 2])
+    ref = augment_batch(images[index].float() / 255, torch.Generator().manual_seed(9))
+    theta = random_affine(len(index), torch.Generator().manual_seed(9))
+    crop = size - size % 2
+    out = kernels.augment_uint8(images, index, theta, crop)
+    # the same draws, the same bilinear sampling; only float rounding of coordinates differs
+    assert (out - ref[..., :crop, :crop]).abs().max() < 1e-4
+
+
+def test_both_training_paths_draw_the_same_random_numbers():
+    images = to_tensor(make_binary(4, size=40, seed=3).images)
+    batch = torch.tensor([1, 3, 4])
+    g_fused, g_plain = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    a = _batch(images, batch, True, g_fused, fused=kernels.enabled())
+    with kernels.disabled():
+        b = _batch(images, batch, True, g_plain, fused=False)
+    assert (a - b[..., :a.shape[-2], :a.shape[-1]]).abs().max() < 1e-4
+    assert torch.equal(g_fused.get_state(), g_plain.get_state())
+
+
+@pytest.mark.parametrize("size", [257, 190])
+def test_forward_fused_equals_forward_with_the_same_gradients(size):
+    model = build_model(ModelConfig(input_size=size), seed=5)
+    x = torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(6))
+    y = torch.tensor([0, 1, 1, 0])
+    grads = []
+    for forward in (model.forward, model.forward_fused):
+        model.zero_grad()
+        loss = F.cross_entropy(forward(x), y)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (loss_ref, g_ref), (loss_fused, g_fused) = grads
+    torch.testing.assert_close(loss_fused, loss_ref, atol=1e-6, rtol=1e-5)
+    for a, b in zip(g_fused, g_ref):
+        assert _rel(a, b) < 1e-3
+
+
+def test_forward_fused_falls_back_for_filters_the_kernels_do_not_take():
+    config = ModelConfig(input_size=64, filters=(3, 5, 6))
+    model = build_model(config, seed=0).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_fused(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_disabled_kernels_give_pytorchs_layers_exactly():
+    model = build_model(ModelConfig(input_size=190), seed=1).eval()
+    x = torch.rand(2, 3, 190, 190)
+    with kernels.disabled(), torch.no_grad():
+        assert not kernels.enabled()
+        # ReLU after the pool instead of before: the same numbers, not just close ones
+        assert torch.equal(model.forward_fused(x), model(x))
+
+
+def test_predict_proba_fast_path_matches_plain_forward():
+    cells = make_binary(6, size=190, seed=7)
+    model = build_model(ModelConfig(input_size=190), seed=2).eval()
+    with torch.no_grad():
+        x = to_tensor(cells.images).float() / 255
+        ref = torch.softmax(model(x), dim=1).numpy()
+    probs = predict_proba(model, cells.images, batch_size=5)
+    np.testing.assert_allclose(probs, ref, atol=1e-5)
+
+
+def test_one_epoch_takes_the_same_steps_on_both_paths():
+    # One batch, one optimiser step from the same weights: the updates agree closely
+    # (RMSprop's first step is lr * g / (sqrt(0.1) |g|), about 3.2e-3 per weight whatever g
+    # is, so compare with that scale in mind: a sign flip would show as 6e-3).
+    cells = make_binary(3, size=190, seed=8)
+    x_train = to_tensor(cells.images[:5])
+    y_train = torch.from_numpy(cells.labels[:5])
+    config = TrainConfig.binary()
+    after = []
+    for fused in (kernels.enabled(), False):
+        model = build_model(ModelConfig(input_size=190), seed=3)
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-8)
+        with kernels.disabled() if not fused else nullcontext():
+            loss = _train_one_epoch(model, optimizer, x_train, y_train, config,
+                                    torch.Generator().manual_seed(1), fused)
+        after.append((loss, torch.cat([p.detach().flatten() for p in model.parameters()])))
+    (loss_a, p_a), (loss_b, p_b) = after
+    assert loss_a == pytest.approx(loss_b, rel=1e-4)
+    assert (p_a - p_b).abs().max() < 1e-3
+
+
+def test_training_is_deterministic_on_the_fast_path():
+    cells = make_binary(8, size=190, seed=9)
+    config = TrainConfig.binary(max_epochs=2, patience=5, threads=1)
+    a = train_model(cells, np.arange(10), np.arange(10, 16), config, seed=3)
+    b = train_model(cells, np.arange(10), np.arange(10, 16), config, seed=3)
+    assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallback")
+def test_device_auto_means_cpu_without_a_gpu():
+    assert resolve_device("auto") == torch.device("cpu")
+    cells = make_binary(4, size=190, seed=10)
+    config = TrainConfig.binary(max_epochs=1, patience=1, device="auto")
+    result = train_model(cells, np.arange(6), np.arange(6, 8), config, seed=0)
+    assert next(result.model.parameters()).device.type == "cpu"
+    assert np.isfinite(result.history[0]["train_loss"])
+
+
+# ---- the digest memo that makes a second load of a large dataset fast --------------------
+def test_file_digest_memo_returns_the_content_hash_without_reading(tmp_path, monkeypatch):
+    from leukolearn.data import cache
+
+    monkeypatch.setattr(cache, "_RACY_NS", 0)  # the file was written just now
+    f = tmp_path / "img.tiff"
+    f.write_bytes(b"pixels" * 1000)
+    expected = hashlib.blake2b(f.read_bytes(), digest_size=20).hexdigest()
+    assert cache.file_digest(f) == expected  # hashed, then remembered
+    monkeypatch.setattr(cache, "_hash_bytes", lambda p: pytest.fail(f"{p} was read again"))
+    assert cache.file_digest(f) == expected
+
+
+def test_file_digest_memo_notices_a_change_that_keeps_size_and_mtime(tmp_path, monkeypatch):
+    from leukolearn.data import cache
+
+    monkeypatch.setattr(cache, "_RACY_NS", 0)
+    f = tmp_path / "img.tiff"
+    f.write_bytes(b"a" * 4096)
+    before = cache.file_digest(f)
+    st = f.stat()
+    time.sleep(0.05)  # past the file system's clock tick (the racy window is off here)
+    f.write_bytes(b"b" * 4096)  # same size ...
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and mtime put back: ctime moved
+    after = cache.file_digest(f)
+    assert after != before
+    assert after == hashlib.blake2b(b"b" * 4096, digest_size=20).hexdigest()
+
+
+def test_file_digest_memo_skips_files_written_just_now(tmp_path, monkeypatch):
+    from leukolearn.data import cache
+
+    f = tmp_path / "fresh.png"
+    f.write_bytes(b"x" * 100)
+    cache.file_digest(f)
+    calls = []
+    monkeypatch.setattr(cache, "_hash_bytes", lambda p: calls.append(p) or "h")
+    cache.file_digest(f)
+    assert calls == [f]  # not remembered: a write in the same clock tick could hide
