@@ -126,3 +126,14 @@ def test_predict_on_a_truncated_model_is_a_one_line_error(tmp_path, capsys):
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(img)
     code, _, err = run(["predict", str(model), str(img), "--out", str(tmp_path / "pred")], capsys)
     assert_one_line_error(code, err, "model.safetensors")
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    code, out, err = run(["demo", "--out", str(tmp_path / "demo"), "--per-class", "10",
+                          "--max-epochs", "2", "--patience", "2"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "demo" / "model" / "model.safetensors").is_file()
+    samples = list(csv.DictReader((tmp_path / "demo" / "predictions" / "samples.csv").open()))
+    assert [s["sample"] for s in samples] == ["patient_A", "patient_B", "patient_C"]
+    assert all(int(s["n_cells"]) == 40 for s in samples)
+    assert "true 60%" in out
