@@ -95,3 +95,31 @@ def test_multiclass_training_oversamples_and_runs():
                          on_epoch=seen.append)
     assert result.model.config.n_classes == 3
     assert len(seen) == 1 and seen[0]["epoch"] == 1
+
+
+def test_a_dead_network_is_restarted_from_a_new_initialisation(cells, split, monkeypatch):
+    # lr 1e-9 learns nothing; a model whose classifier ignores its input predicts a
+    # constant, which is what a dead ReLU network does. The first attempt is made dead.
+    import leukolearn.train as train_module
+
+    real_build = train_module.build_model
+    calls = []
+
+    def build(config, *, init, seed):
+        model = real_build(config, init=init, seed=seed)
+        calls.append(seed)
+        if len(calls) == 1:
+            with torch.no_grad():
+                model.classifier.weight.zero_()
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", build)
+    config = TrainConfig.binary(max_epochs=1, patience=1, threads=2, lr=1e-9, restarts=2)
+    result = train_model(cells, split.train[:10], split.val, config, seed=0)
+    assert result.restarts == 1 and not result.degenerate
+    assert len(calls) == 2 and calls[0] != calls[1]
+
+    no_restart = TrainConfig.binary(max_epochs=1, patience=1, threads=2, lr=1e-9)
+    calls.clear()
+    result = train_model(cells, split.train[:10], split.val, no_restart, seed=0)
+    assert result.degenerate and result.restarts == 0 and len(calls) == 1

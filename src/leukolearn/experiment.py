@@ -93,6 +93,7 @@ def train_and_evaluate(
     metrics = evaluate(cells, np.asarray(job.test_idx), probs)
     metrics.update(best_epoch=result.best_epoch, epochs_run=result.epochs_run,
                    seconds=round(result.seconds, 1), degenerate=result.degenerate,
+                   restarts=result.restarts,
                    n_train=len(job.train_idx), n_val=len(job.val_idx), seed=seed, fold=fold,
                    dataset_fingerprint=cells.fingerprint)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,9 @@ class TrainConfig:
     oversample_to: int | None = None  # multiclass: top every class up to this many images
     threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
+    # A tiny ReLU network can die early (constant output; ~1 in 5 paper trainings here).
+    # The paper's protocol keeps such a run; restarts > 0 re-initialises it instead.
+    restarts: int = 0
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("rmsprop", "adam"):
@@ -47,6 +50,8 @@ class TrainConfig:
                 raise LeukolearnError(f"{name.replace('_', '-')} must be at least 1")
         if not self.lr > 0:
             raise LeukolearnError("learning rate must be positive")
+        if self.restarts < 0:
+            raise LeukolearnError(f"restarts must be 0 or more, got {self.restarts}")
         if self.threads < 0:
             raise LeukolearnError(f"threads must be 0 (torch's default) or more, got {self.threads}")
 
@@ -74,6 +79,7 @@ class TrainResult:
     epochs_run: int = 0
     seconds: float = 0.0
     degenerate: bool = False  # constant predictions on validation: a dead ReLU network
+    restarts: int = 0  # dead networks re-initialised before this one (TrainConfig.restarts)
 
 
 EpochCallback = Callable[[dict], None]
@@ -102,7 +108,33 @@ def train_model(
     progress: bool = False,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train a fresh network on cells[train_idx], early-stopped on cells[val_idx]."""
+    """Train a fresh network on cells[train_idx], early-stopped on cells[val_idx].
+
+    A network that ends dead (constant predictions) is trained again from a new
+    initialisation, up to `config.restarts` times; the result says how many it took.
+    """
+    for attempt in range(config.restarts + 1):
+        attempt_seed = seed if attempt == 0 else int(
+            np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+        result = _train_once(cells, train_idx, val_idx, config, seed=attempt_seed,
+                             progress=progress, on_epoch=on_epoch)
+        result.restarts = attempt
+        if not result.degenerate:
+            break
+    return result
+
+
+def _train_once(
+    cells: CellImages,
+    train_idx: Sequence[int],
+    val_idx: Sequence[int],
+    config: TrainConfig,
+    *,
+    seed: int,
+    progress: bool = False,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """One training from the initialisation drawn from `seed`."""
     train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise LeukolearnError("training and validation sets must not be empty")

@@ -47,6 +47,10 @@ def sweep(
     replicates: Optional[int] = typer.Option(None, "--replicates", help="Trainings per fold and size, "
                                              "each from its own initialisation.", rich_help_panel=SWEEP),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", rich_help_panel=TRAINING),
+    restarts: Optional[int] = typer.Option(None, "--restarts", help="Re-initialise a network "
+                                           "that died (constant predictions) up to N times "
+                                           "(paper presets: 0, the run is kept and counted).",
+                                           rich_help_panel=TRAINING),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: epochs without "
                                            "a better validation loss.", rich_help_panel=TRAINING),
     init: Optional[str] = typer.Option(None, "--init", help="'keras' (the paper) or 'torch'.", rich_help_panel=TRAINING),
@@ -71,7 +75,8 @@ def sweep(
     config = config.with_options(folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes),
                                  test_size=test_size, val_size=val_size, seed=seed,
                                  replicates=replicates)
-    config = config.with_train(max_epochs=max_epochs, patience=patience, init=init, device=device)
+    config = config.with_train(max_epochs=max_epochs, patience=patience, init=init, device=device,
+                               restarts=restarts)
     multiclass = config.metric == "weighted_f1"
     cells = load_cells(dataset, root, size=size, positive=None if multiclass else positive,
                        multiclass=multiclass, label_table=label_table,

@@ -30,6 +30,7 @@ def train(
     max_epochs: int = typer.Option(500, "--max-epochs", rich_help_panel=TRAINING),
     patience: int = typer.Option(50, "--patience", help="Early stopping: epochs without a better validation loss.", rich_help_panel=TRAINING),
     init: str = typer.Option("keras", "--init", help="'keras' (Glorot, zero bias: the paper) or 'torch'.", rich_help_panel=TRAINING),
+    restarts: int = typer.Option(0, "--restarts", help="Re-initialise a network that died (constant predictions) up to N times; 0 keeps it, as the paper did.", rich_help_panel=TRAINING),
     no_augment: bool = typer.Option(False, "--no-augment", help="Switch off flips and rotations.", rich_help_panel=TRAINING),
     threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch's default).", rich_help_panel=TRAINING),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto.", rich_help_panel=TRAINING),
@@ -52,7 +53,8 @@ def train(
                        label_table=label_table, masks=masks, keep_duplicates=keep_duplicates,
                        progress=not as_json)
     config = default_train_config(cells, max_epochs=max_epochs, patience=patience, init=init,
-                                  augment=not no_augment, threads=threads, device=device)
+                                  augment=not no_augment, threads=threads, device=device,
+                                  restarts=restarts)
     metrics = train_and_evaluate(cells, SplitSizes(train_size, val_size, test_size), config,
                                  seed=seed, fold=fold, out_dir=out, progress=not as_json)
     _report_metrics(metrics, out, as_json)
@@ -98,5 +100,7 @@ def _report_metrics(metrics: dict, out: Path, as_json: bool) -> None:
                   f"{metrics['epochs_run']} ({metrics['seconds']:.0f} s)")
     if metrics.get("degenerate"):
         console.print("[yellow]warning: the network predicts a constant (dead ReLUs); "
-                      "try another --seed or --init[/yellow]")
+                      "try --restarts 3, another --seed or --init[/yellow]")
+    elif metrics.get("restarts"):
+        console.print(f"{metrics['restarts']} dead network(s) re-initialised before this one")
     console.print(f"model and results in {out}")
