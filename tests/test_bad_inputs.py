@@ -93,27 +93,16 @@ import pytest
 import tifffile
 from PIL import Image
 
-from leukolearn.cli import main
 from leukolearn.data import inspect_dataset, load_dataset
 from leukolearn.data.decode import read_image
 from leukolearn.errors import BadFileError, LeukolearnError
 from leukolearn.model import ModelConfig, build_model, load_model, save_model
+from helpers import run_cli as run
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "leukolearn"
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def run(args, capsys):
-    """The CLI in-process: (exit code, stdout, stderr); a traceback fails the test."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def one_error_line(code, err, *needles):
     """Exit 2, no traceback, exactly one `error:` line holding every needle; other lines
     may only be `warning:` lines."""

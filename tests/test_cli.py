@@ -6,19 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukolearn.cli import main
 from leukolearn.data.synthetic import make_binary, write_image_folder
+from helpers import run_cli as run
 
 
-def run(args, capsys):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

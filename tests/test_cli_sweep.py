@@ -5,19 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukolearn.cli import main
 from leukolearn.cli.sweep_cmds import parse_sizes
 from leukolearn.errors import LeukolearnError
+from helpers import run_cli as run
 
 
-def run(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import torch
 from PIL import Image
 
 from leukolearn.cellimages import CellImages
-from leukolearn.cli import main
 from leukolearn.metrics import wilson_interval
 from leukolearn.model import ModelConfig, build_model, save_model
 from leukolearn.predict import collect_samples, load_predictor, summarize_sample
@@ -21,6 +20,7 @@ from leukolearn.presets import SweepConfig, get_preset
 from leukolearn.protocol import ProtocolOptions, make_plan
 from leukolearn.store import DatasetInfo, RunStore
 from leukolearn.sweep import JobOutcome, run_sweep
+from helpers import run_cli as run
 
 SIZE = 190  # the smallest input the six conv/pool blocks take
 
@@ -34,14 +34,6 @@ def constant_model(p_blast, seed=0):
     return model.eval()
 
 
-def run(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def read_csv(path):
