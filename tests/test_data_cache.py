@@ -121,3 +121,23 @@ def test_writer_commit_and_abort(tmp_path):
         writer.arrays["x"][:] = 7
         assert (writer.commit()["x"] == 7).all()
     assert [p.name for p in _entries()] == ["k1"]
+
+
+def test_fingerprint_follows_content_not_the_cache(tmp_path, monkeypatch):
+    """A cached load derives its fingerprint from the files; a changed file changes it,
+    and subsets / relabelling derive theirs from the parent's."""
+    from leukolearn.data import load_dataset
+    from leukolearn.data.synthetic import make_binary, write_image_folder
+
+    root = tmp_path / "cells"
+    write_image_folder(make_binary(4, size=64, seed=0), root)
+    first = load_dataset("folder", root, size=64, progress=False)
+    uncached = load_dataset("folder", root, size=64, cache=False, progress=False)
+    assert first.fingerprint and uncached.fingerprint  # both fingerprinted, by other routes
+    binary = first.binary(["blast"])
+    assert binary.fingerprint not in (first.fingerprint, "")
+    assert first.subset([0, 1]).fingerprint != first.subset([1, 0]).fingerprint
+    victim = sorted((root / "blast").iterdir())[0]
+    victim.write_bytes((root / "other" / sorted(p.name for p in (root / "other").iterdir())[0]).read_bytes())
+    changed = load_dataset("folder", root, size=64, progress=False)
+    assert changed.fingerprint != first.fingerprint

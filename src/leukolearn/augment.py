@@ -4,6 +4,10 @@ Matches what the paper's Keras `ImageDataGenerator` did: horizontal and vertical
 each with probability 0.5, and a rotation by an angle drawn uniformly from [-359, 359]
 degrees (Keras' `rotation_range=359`), bilinear, with 'nearest' fill: pixels rotated in
 from outside the image repeat the nearest edge pixel (`padding_mode="border"`).
+
+`augment_batch` is the PyTorch reference; training on the CPU passes the same random
+matrices (`random_affine`) to `leukolearn.kernels.augment_uint8`, which samples the same
+images straight from the uint8 training set.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from leukolearn.cellimages import CellImages
+from leukolearn.cellimages import CellImages, derive_fingerprint
 from leukolearn.data import cache as cache_mod
 from leukolearn.data.decode import (DECODE_POLICY_VERSION, fit_mask_to_square, fit_to_square,
                                     read_image, read_mask)
@@ -80,13 +80,17 @@ def load_dataset(name: str, root: str | Path, *, size: int | None = None,
     elif not dedupe and pairs:
         rep = duplicate_groups(n, pairs)
         groups = np.array([listing.entries[r].image_id for r in rep], dtype=str)
+    labels = np.array([listing.class_names.index(e.label) for e in entries], dtype=np.int64)
+    ids = tuple(e.image_id for e in entries)
+    # With a cache entry, the files' content hashes already fingerprint the pixels: hashing
+    # gigabytes of decoded arrays again would dominate a second load.
+    fingerprint = "" if decoded.key is None else derive_fingerprint(
+        decoded.key, keep.tobytes(), labels.tobytes(), ids, listing.class_names,
+        None if groups is None else groups.tolist())
     cells = CellImages(
-        images=decoded.rows("images", keep),
-        labels=np.array([listing.class_names.index(e.label) for e in entries], dtype=np.int64),
-        class_names=listing.class_names,
-        image_ids=tuple(e.image_id for e in entries),
-        masks=decoded.rows("masks", keep) if decoded.masks is not None else None,
-        groups=groups,
+        images=decoded.rows("images", keep), labels=labels, class_names=listing.class_names,
+        image_ids=ids, masks=decoded.rows("masks", keep) if decoded.masks is not None else None,
+        groups=groups, fingerprint=fingerprint,
     )
     if positive is not None:
         cells = cells.binary(_present_positive(positive, listing))
