@@ -45,15 +45,6 @@ def watch():
 threading.Thread(target=watch, daemon=True).start()
 import numpy as np
 from leukolearn.data import AML_BLASTS, load_dataset
-if sys.argv[2] == "what-if":  # not leukolearn's behaviour: see --what-if below
-    import hashlib
-    import leukolearn.cellimages as ci
-    def labels_only(cells):
-        h = hashlib.blake2b(digest_size=16)
-        h.update(repr((cells.images.shape, cells.class_names, cells.image_ids)).encode())
-        h.update(np.ascontiguousarray(cells.labels).tobytes())
-        return h.hexdigest()
-    ci.content_fingerprint = labels_only
 t = time.perf_counter()
 cells = load_dataset("aml-lmu", sys.argv[1], positive=AML_BLASTS, progress=False)
 seconds = time.perf_counter() - t
@@ -93,9 +84,9 @@ def generate(root: Path, n: int, seed: int = 0) -> None:
     print(f"wrote {n} images in {time.perf_counter() - t:.0f} s")
 
 
-def load_once(root: Path, cache: Path, what_if: bool = False) -> dict:
+def load_once(root: Path, cache: Path) -> dict:
     env = dict(os.environ, LEUKOLEARN_CACHE=str(cache))
-    run = subprocess.run([sys.executable, "-c", CHILD, str(root), "what-if" if what_if else "-"],
+    run = subprocess.run([sys.executable, "-c", CHILD, str(root)],
                          env=env, capture_output=True, text=True)
     if run.returncode != 0:
         raise SystemExit(f"load failed:\n{run.stderr[-3000:]}")
@@ -108,10 +99,6 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/leukolearn-bench-aml"))
     ap.add_argument("--loads", type=int, default=2, help="loads after generating (1st fills)")
     ap.add_argument("--clean", action="store_true", help="delete images and cache afterwards")
-    ap.add_argument("--what-if", action="store_true",
-                    help="one more load with CellImages' pixel fingerprint replaced by a hash of "
-                         "shape, names, ids and labels: what the load would take if the "
-                         "fingerprint came from the cache key (a proposal, not the code)")
     ap.add_argument("--keep-cache", action="store_true",
                     help="start from the cache a previous run left (no first load)")
     ap.add_argument("--json", help="write the figures to this file")
@@ -132,9 +119,8 @@ def main(argv=None) -> int:
     if not args.keep_cache:
         shutil.rmtree(cache, ignore_errors=True)  # the first load starts cold: no cache, no memo
     results = []
-    runs = [("load", False)] * args.loads + ([("what-if load", True)] if args.what_if else [])
-    for k, (label, what_if) in enumerate(runs):
-        r = load_once(root, cache, what_if)
+    for k, label in enumerate(["load"] * args.loads):
+        r = load_once(root, cache)
         r["label"] = label
         results.append(r)
         print(f"{label} {k + 1}: {r['seconds']:7.1f} s, {r['n']} images, memory-mapped "
