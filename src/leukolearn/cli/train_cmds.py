@@ -83,7 +83,7 @@ def demo(
     for sample in result.samples:
         console.print(f"{sample.sample}: {sample.blast_fraction:.0%} blasts ({sample.n_blasts}/"
                       f"{sample.n_cells}, 95% CI {sample.ci_low:.0%}-{sample.ci_high:.0%}, true "
-                      f"{result.true_fractions[sample.sample]:.0%}) -> {sample.call} the 20% line")
+                      f"{result.true_fractions[sample.sample]:.0%}): {sample.call} vs the 20% line")
     console.print(f"predictions in {out / 'predictions'}; demo took "
                   f"{time.perf_counter() - start:.0f} s")
 
