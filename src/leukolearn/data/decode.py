@@ -165,20 +165,19 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 def fit_to_square(img: np.ndarray, size: int) -> np.ndarray:
     """Edge-pad `img` (H, W, 3) uint8 to a centred square, then bicubic-resize to size."""
-    square = _pad_to_square(img)
-    if square.shape[0] == size:
-        return square
-    resized = Image.fromarray(square).resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(resized)
+    return _fit(img, size, Image.Resampling.BICUBIC)
 
 
 def fit_mask_to_square(mask: np.ndarray, size: int) -> np.ndarray:
     """Like `fit_to_square` for a (H, W) uint8 code mask, with nearest-neighbour resizing."""
-    square = _pad_to_square(mask)
+    return _fit(mask, size, Image.Resampling.NEAREST)
+
+
+def _fit(a: np.ndarray, size: int, resample: Image.Resampling) -> np.ndarray:
+    square = _pad_to_square(a)
     if square.shape[0] == size:
         return square
-    resized = Image.fromarray(square).resize((size, size), Image.Resampling.NEAREST)
-    return np.asarray(resized)
+    return np.asarray(Image.fromarray(square).resize((size, size), resample))
 
 
 def _pad_to_square(a: np.ndarray) -> np.ndarray:
