@@ -75,3 +75,11 @@ def test_figures_command_on_a_missing_run_is_a_one_line_error(tmp_path, capsys):
         main(["figures", str(tmp_path / "nothing")])
     assert exc.value.code == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_paper_values_face_a_capped_size():
+    from leukolearn.report.run_figures import _match_sizes
+
+    assert _match_sizes({200: (0.97, 0.02)}, [10, 100, 197]) == {197: (0.97, 0.02)}
+    assert _match_sizes({200: (0.97, 0.02)}, [10, 100]) == {}
+    assert _match_sizes(None, [10]) is None
