@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -235,11 +234,9 @@ def shortcut(
     load_options = {"size": cells.size, "positive": positive, "multiclass": multiclass,
                     "label_table": str(label_table) if label_table else None,
                     "dedupe": not keep_duplicates}
-    with warnings.catch_warnings():
-        warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
-        result = run_shortcut(cells, config, out, masks=cut, dataset_name=dataset,
-                              dataset_root=root.resolve(), load_options=load_options,
-                              jobs=jobs, progress=not no_progress)
+    result = run_shortcut(cells, config, out, masks=cut, dataset_name=dataset,
+                          dataset_root=root.resolve(), load_options=load_options,
+                          jobs=jobs, progress=not no_progress)
     say(f"painted with RGB {tuple(result.fill)}; background-only hides a disc of radius "
         f"{result.radius} px around each cell (not its outline: cell size is a class cue)")
     failed = sum(r.failed for r in result.reports.values())

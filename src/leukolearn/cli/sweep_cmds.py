@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -84,11 +83,9 @@ def sweep(
     load_options = {"size": cells.size, "positive": positive, "multiclass": multiclass,
                     "label_table": str(label_table) if label_table else None,
                     "dedupe": not keep_duplicates}
-    with warnings.catch_warnings():  # e.g. "test set reduced": one plain line, at once
-        warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
-        report = sweep_dataset(cells, config, out, dataset_name=dataset,
-                               dataset_root=root.resolve(), load_options=load_options, jobs=jobs,
-                               progress=not no_progress)
+    report = sweep_dataset(cells, config, out, dataset_name=dataset,
+                           dataset_root=root.resolve(), load_options=load_options, jobs=jobs,
+                           progress=not no_progress)
 
     say(f"{report.done} jobs done, {report.skipped} already in {out}, {report.failed} failed "
         f"({report.seconds:.0f} s)")
