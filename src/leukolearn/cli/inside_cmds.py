@@ -11,7 +11,7 @@ import typer
 
 from leukolearn.cli import app
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, NoDedupeOpt, PositiveOpt, RootArg,
-                                    SizeOpt, load_cells, split_csv)
+                                    SizeOpt, load_cells, recorded_load_options, split_csv)
 from leukolearn.errors import LeukolearnError
 
 RunArg = typer.Argument(..., help="Run directory written by `leukolearn sweep`.")
@@ -231,9 +231,9 @@ def shortcut(
     if cut.dice:
         say(f"stain segmentation vs expert masks: median Dice {cut.dice['cell_median']:.2f} "
             f"(cell), {cut.dice['nucleus_median']:.2f} (nucleus)")
-    load_options = {"size": cells.size, "positive": positive, "multiclass": multiclass,
-                    "label_table": str(label_table) if label_table else None,
-                    "dedupe": not keep_duplicates}
+    load_options = recorded_load_options(cells, positive=positive, multiclass=multiclass,
+                                         label_table=label_table,
+                                         keep_duplicates=keep_duplicates)
     result = run_shortcut(cells, config, out, masks=cut, dataset_name=dataset,
                           dataset_root=root.resolve(), load_options=load_options,
                           jobs=jobs, progress=not no_progress)

@@ -46,3 +46,11 @@ def load_cells(dataset: str, root: Path, *, size: Optional[int] = None,
         dataset, root, size=size, positive=None if multiclass else split_csv(positive),
         label_table=label_table, masks_dir=masks, dedupe=not keep_duplicates, progress=progress,
     )
+
+
+def recorded_load_options(cells: CellImages, *, positive: Optional[str], multiclass: bool,
+                          label_table: Optional[Path], keep_duplicates: bool) -> dict:
+    """The options a run records so that its dataset can be loaded again exactly."""
+    return {"size": cells.size, "positive": positive, "multiclass": multiclass,
+            "label_table": str(label_table) if label_table else None,
+            "dedupe": not keep_duplicates}

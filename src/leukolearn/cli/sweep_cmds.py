@@ -9,7 +9,7 @@ import typer
 
 from leukolearn.cli import app
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, NoDedupeOpt, PositiveOpt, RootArg,
-                                    SizeOpt, load_cells)
+                                    SizeOpt, load_cells, recorded_load_options)
 from leukolearn.errors import LeukolearnError
 
 SWEEP = "Sweep (default: the preset's)"
@@ -80,9 +80,9 @@ def sweep(
     cells = load_cells(dataset, root, size=size, positive=None if multiclass else positive,
                        multiclass=multiclass, label_table=label_table,
                        keep_duplicates=keep_duplicates, progress=not no_progress)
-    load_options = {"size": cells.size, "positive": positive, "multiclass": multiclass,
-                    "label_table": str(label_table) if label_table else None,
-                    "dedupe": not keep_duplicates}
+    load_options = recorded_load_options(cells, positive=positive, multiclass=multiclass,
+                                         label_table=label_table,
+                                         keep_duplicates=keep_duplicates)
     report = sweep_dataset(cells, config, out, dataset_name=dataset,
                            dataset_root=root.resolve(), load_options=load_options, jobs=jobs,
                            progress=not no_progress)
