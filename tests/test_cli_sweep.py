@@ -82,3 +82,12 @@ def test_parse_sizes():
     assert parse_sizes(None) is None
     with pytest.raises(LeukolearnError):
         parse_sizes("ten")
+
+
+def test_batched_models_through_the_cli(png_folder, tmp_path, capsys):
+    out = tmp_path / "batched"
+    code, _, err = run(["sweep", "folder", str(png_folder), "--out", str(out), *TINY,
+                        "--batch-models", "2"], capsys)
+    assert code == 0, err
+    code, stdout, _ = run(["summary", str(out), "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["rows"]

@@ -60,14 +60,29 @@ class TrainingRunner:
         self.metric = metric
 
     def __call__(self, cells: CellImages, job: Job) -> JobOutcome:
-        from leukolearn.metrics import roc_auc, weighted_f1
-        from leukolearn.train import predict_proba, train_model
+        from leukolearn.train import train_model
 
         # threads=0: keep the threads this process was given (run_sweep sets cores // jobs
         # per worker); the config's value is part of the run's identity, not of --jobs.
         config = replace(self.train_config, threads=0)
         result = train_model(cells, np.asarray(job.train_idx), np.asarray(job.val_idx), config,
                              seed=job.seed)
+        return self._outcome(cells, job, result)
+
+    def run_many(self, cells: CellImages, jobs: list[Job]) -> list[JobOutcome]:
+        """Train the networks of `jobs` together (`leukolearn.batched.train_many`): one
+        process keeps a GPU busy. Each result equals its job's own training."""
+        from leukolearn.batched import train_many
+
+        config = replace(self.train_config, threads=0)
+        results = train_many(cells, [(job.train_idx, job.val_idx, job.seed) for job in jobs],
+                             config)
+        return [self._outcome(cells, job, result) for job, result in zip(jobs, results)]
+
+    def _outcome(self, cells: CellImages, job: Job, result: Any) -> JobOutcome:
+        from leukolearn.metrics import roc_auc, weighted_f1
+        from leukolearn.train import predict_proba
+
         test_idx = np.asarray(job.test_idx)
         probs = predict_proba(result.model, cells.images[test_idx])
         y = cells.labels[test_idx]
@@ -98,8 +113,20 @@ class SweepReport:
 
 
 def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner, jobs: int = 1,
-              progress: bool = True, max_jobs: int | None = None) -> SweepReport:
-    """Run the jobs of `plan` that `store` does not hold yet; `max_jobs` caps how many."""
+              progress: bool = True, max_jobs: int | None = None,
+              batch_models: int = 1) -> SweepReport:
+    """Run the jobs of `plan` that `store` does not hold yet; `max_jobs` caps how many.
+
+    `batch_models` K > 1 (one process, for a GPU): groups of K jobs are trained together by
+    the runner's `run_many` (`TrainingRunner.run_many`, `leukolearn.batched`); a group that
+    raises is recorded as failed, job by job.
+    """
+    if batch_models < 1:
+        raise LeukolearnError(f"--batch-models must be at least 1, got {batch_models}")
+    if batch_models > 1 and not hasattr(runner, "run_many"):
+        raise LeukolearnError("this runner cannot train several models at once (no run_many)")
+    if batch_models > 1 and jobs > 1:
+        raise LeukolearnError("use either --jobs (processes) or --batch-models, not both")
     ids = [job.job_id for job in plan]
     if len(set(ids)) != len(ids):
         raise ValueError("the plan has duplicate job ids")
@@ -125,7 +152,12 @@ def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner,
                 bar.advance(f"{job.job_id}: {result.metric_name} {result.metric:.3f}")
 
         try:
-            if jobs == 1 or len(todo) <= 1:
+            if batch_models > 1:
+                for first in range(0, len(todo), batch_models):
+                    group = todo[first:first + batch_models]
+                    for job, result in zip(group, _attempt_many(runner, cells, group)):
+                        save(job, result)
+            elif jobs == 1 or len(todo) <= 1:
                 for job in todo:
                     save(job, _attempt(runner, cells, job))
             else:
@@ -139,7 +171,7 @@ def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner,
 def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_name: str = "",
                   dataset_root: str | Path = "", load_options: Mapping[str, Any] | None = None,
                   jobs: int = 1, progress: bool = True, runner: Runner | None = None,
-                  max_jobs: int | None = None) -> SweepReport:
+                  max_jobs: int | None = None, batch_models: int = 1) -> SweepReport:
     """The whole sweep of a SweepConfig on a dataset, into the run directory `out`.
 
     Drops classes below `config.options.min_per_class`, checks the metric fits the classes,
@@ -166,7 +198,7 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
         runner = TrainingRunner(config.train, config.metric)
     with RunStore.create_or_resume(out, config=config, dataset=info, cells=cells) as store:
         return run_sweep(cells, plan, store, runner=runner, jobs=jobs, progress=progress,
-                         max_jobs=max_jobs)
+                         max_jobs=max_jobs, batch_models=batch_models)
 
 
 def _check_class_counts(cells: CellImages, config: Any) -> None:
@@ -191,6 +223,13 @@ def _attempt(runner: Runner, cells: CellImages, job: Job) -> JobOutcome | str:
         return runner(cells, job)
     except Exception as exc:  # a failed fit is recorded, the sweep goes on
         return f"{type(exc).__name__}: {exc}"
+
+
+def _attempt_many(runner: Any, cells: CellImages, group: list[Job]) -> list[JobOutcome | str]:
+    try:
+        return runner.run_many(cells, group)
+    except Exception as exc:  # the whole group fails together
+        return [f"{type(exc).__name__}: {exc}"] * len(group)
 
 
 # ---- worker processes -------------------------------------------------------------------

@@ -60,6 +60,9 @@ def sweep(
     keep_duplicates: bool = NoDedupeOpt,
     jobs: int = typer.Option(1, "--jobs", "-j", help="Trainings run in parallel (processes); "
                              "each gets cores / jobs threads.", rich_help_panel=RUNNING),
+    batch_models: int = typer.Option(1, "--batch-models", help="Train K networks at once in one "
+                                     "process (for a GPU: tiny networks leave it idle). CPU: keep 1, "
+                                     "the fused CPU kernels are faster.", rich_help_panel=RUNNING),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar.", rich_help_panel=RUNNING),
 ):
     """Train one network per fold and training size, test each on its fold's test set.
@@ -85,7 +88,7 @@ def sweep(
                                          keep_duplicates=keep_duplicates)
     report = sweep_dataset(cells, config, out, dataset_name=dataset,
                            dataset_root=root.resolve(), load_options=load_options, jobs=jobs,
-                           progress=not no_progress)
+                           batch_models=batch_models, progress=not no_progress)
 
     say(f"{report.done} jobs done, {report.skipped} already in {out}, {report.failed} failed "
         f"({report.seconds:.0f} s)")
