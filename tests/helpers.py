@@ -11,3 +11,26 @@ def run_cli(args, capsys):
         code = exc.code if isinstance(exc.code, int) else 1
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def fill_fake_run(path, runner, *, n, options, n_classes=2, metric="auc", class_names=None):
+    """A run directory filled by `runner` (a fake: no training) over `n` blank 4 px images
+    with labels 0, 1, ..., n_classes - 1 repeating; returns the path."""
+    import numpy as np
+
+    from leukolearn.cellimages import CellImages
+    from leukolearn.presets import SweepConfig, get_preset
+    from leukolearn.protocol import make_plan
+    from leukolearn.store import DatasetInfo, RunStore
+    from leukolearn.sweep import run_sweep
+
+    names = class_names or (("other", "blast") if n_classes == 2
+                            else tuple(f"class{i}" for i in range(n_classes)))
+    cells = CellImages(np.zeros((n, 4, 4, 3), np.uint8), np.arange(n) % n_classes, names,
+                       tuple(f"img{i}" for i in range(n)))
+    config = SweepConfig("all", options, get_preset("quick").train, metric)
+    with RunStore.create_or_resume(path, config=config, dataset=DatasetInfo.from_cells(cells),
+                                   cells=cells) as store:
+        run_sweep(cells, make_plan("all", cells.labels, options), store, runner=runner,
+                  progress=False)
+    return path

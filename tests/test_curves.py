@@ -5,15 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from leukolearn.cellimages import CellImages
 from leukolearn.cli import main
 from leukolearn.curves import (fit_inverse_power_law, inverse_power_law, metric_table,
                                plan_annotation, plan_from_store)
 from leukolearn.errors import LeukolearnError
-from leukolearn.presets import SweepConfig, get_preset
-from leukolearn.protocol import ProtocolOptions, make_plan
-from leukolearn.store import DatasetInfo, RunStore
-from leukolearn.sweep import JobOutcome, run_sweep
+from leukolearn.protocol import ProtocolOptions
+from leukolearn.store import RunStore
+from leukolearn.sweep import JobOutcome
+from helpers import fill_fake_run
 
 SIZES = np.array([10, 20, 40, 60, 80, 100, 150, 200])
 TRUE = (0.97, 0.6, 0.5)  # a, b, c: AUC 0.95 at n = (0.6 / 0.02)^2 = 900
@@ -87,16 +86,9 @@ class CurveRunner:
 
 @pytest.fixture(scope="module")
 def curve_run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("plan") / "run"
-    n = 300
-    cells = CellImages(np.zeros((n, 4, 4, 3), np.uint8), np.arange(n) % 2, ("other", "blast"),
-                       tuple(f"img{i}" for i in range(n)))
     options = ProtocolOptions(folds=5, sizes=(10, 20, 40, 80, 160))
-    config = SweepConfig("all", options, get_preset("quick").train, "auc")
-    with RunStore.create_or_resume(path, config=config, dataset=DatasetInfo.from_cells(cells),
-                                   cells=cells) as store:
-        run_sweep(cells, make_plan("all", cells.labels, options), store, runner=CurveRunner(),
-                  progress=False)
+    path = fill_fake_run(tmp_path_factory.mktemp("plan") / "run", CurveRunner(), n=300,
+                         options=options)
     return path
 
 

@@ -12,15 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from leukolearn.cellimages import CellImages
 from leukolearn.metrics import wilson_interval
 from leukolearn.model import ModelConfig, build_model, save_model
 from leukolearn.predict import collect_samples, load_predictor, summarize_sample
-from leukolearn.presets import SweepConfig, get_preset
-from leukolearn.protocol import ProtocolOptions, make_plan
-from leukolearn.store import DatasetInfo, RunStore
-from leukolearn.sweep import JobOutcome, run_sweep
-from helpers import run_cli as run
+from leukolearn.protocol import ProtocolOptions
+from leukolearn.store import RunStore
+from leukolearn.sweep import JobOutcome
+from helpers import fill_fake_run, run_cli as run
 
 SIZE = 190  # the smallest input the six conv/pool blocks take
 
@@ -172,16 +170,9 @@ class EnsembleRunner:
 
 @pytest.fixture(scope="module")
 def fake_run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ens") / "run"
-    n = 60
-    cells = CellImages(np.zeros((n, 4, 4, 3), np.uint8), np.arange(n) % 2, ("other", "blast"),
-                       tuple(f"img{i}" for i in range(n)))
     options = ProtocolOptions(folds=3, sizes=(6, 12))
-    config = SweepConfig("all", options, get_preset("quick").train, "auc")
-    with RunStore.create_or_resume(path, config=config, dataset=DatasetInfo.from_cells(cells),
-                                   cells=cells) as store:
-        run_sweep(cells, make_plan("all", cells.labels, options), store, runner=EnsembleRunner(),
-                  progress=False)
+    path = fill_fake_run(tmp_path_factory.mktemp("ens") / "run", EnsembleRunner(), n=60,
+                         options=options)
     return path
 
 

@@ -3,13 +3,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukolearn.cellimages import CellImages
 from leukolearn.cli import main
-from leukolearn.presets import SweepConfig, get_preset
-from leukolearn.protocol import ProtocolOptions, make_plan
+from leukolearn.protocol import ProtocolOptions
 from leukolearn.report.run_figures import make_run_figures
-from leukolearn.store import DatasetInfo, RunStore
-from leukolearn.sweep import JobOutcome, run_sweep
+from leukolearn.sweep import JobOutcome
+from helpers import fill_fake_run
 
 
 class FakeRunner:
@@ -30,18 +28,8 @@ class FakeRunner:
 
 
 def fake_run(path, n_classes, metric):
-    n = 60
-    rng = np.random.default_rng(0)
-    names = tuple(f"class{i}" for i in range(n_classes))
-    cells = CellImages(rng.integers(0, 255, (n, 4, 4, 3), dtype=np.uint8),
-                       np.arange(n) % n_classes, names, tuple(f"img{i}" for i in range(n)))
-    options = ProtocolOptions(folds=3, sizes=(6, 12, 18))
-    config = SweepConfig("all", options, get_preset("quick").train, metric)
-    plan = make_plan("all", cells.labels, options)
-    with RunStore.create_or_resume(path, config=config, dataset=DatasetInfo.from_cells(cells),
-                                   cells=cells) as store:
-        run_sweep(cells, plan, store, runner=FakeRunner(), progress=False)
-    return path
+    return fill_fake_run(path, FakeRunner(), n=60, n_classes=n_classes, metric=metric,
+                         options=ProtocolOptions(folds=3, sizes=(6, 12, 18)))
 
 
 def assert_sane_png(path):
