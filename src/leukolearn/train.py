@@ -113,6 +113,11 @@ def train_model(
     A network that ends dead (constant predictions) is trained again from a new
     initialisation, up to `config.restarts` times; the result says how many it took.
     """
+    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise LeukolearnError("training and validation sets must not be empty")
+    if config.threads:
+        torch.set_num_threads(config.threads)
     for attempt in range(config.restarts + 1):
         attempt_seed = seed if attempt == 0 else int(
             np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
@@ -124,22 +129,10 @@ def train_model(
     return result
 
 
-def _train_once(
-    cells: CellImages,
-    train_idx: Sequence[int],
-    val_idx: Sequence[int],
-    config: TrainConfig,
-    *,
-    seed: int,
-    progress: bool = False,
-    on_epoch: EpochCallback | None = None,
-) -> TrainResult:
-    """One training from the initialisation drawn from `seed`."""
-    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise LeukolearnError("training and validation sets must not be empty")
-    if config.threads:
-        torch.set_num_threads(config.threads)
+def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
+                config: TrainConfig, *, seed: int, progress: bool,
+                on_epoch: EpochCallback | None) -> TrainResult:
+    """One training from the initialisation drawn from `seed` (see `train_model`)."""
     device = resolve_device(config.device)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
