@@ -133,6 +133,21 @@ def test_changed_config_and_dataset_are_refused(tmp_path, cells, plan):
         open_store(tmp_path, tiny_cells(seed=3))
 
 
+def test_a_run_of_some_folds_extends_to_all(tmp_path, cells):
+    some = dataclasses.replace(CONFIG, options=dataclasses.replace(OPTIONS, run_folds=2))
+    with open_store(tmp_path, cells, some) as store:
+        first = run_sweep(cells, make_plan("all", cells.labels, some.options), store,
+                          runner=FakeRunner(), progress=False)
+    assert first.done == 6
+    runner = FakeRunner()
+    with open_store(tmp_path, cells, CONFIG) as store:  # run_folds=None: every fold
+        report = run_sweep(cells, make_plan("all", cells.labels, OPTIONS), store, runner=runner,
+                           progress=False)
+        assert store.config.options.run_folds is None  # the config says what was asked last
+    assert report.skipped == 6 and sorted(runner.calls) == sorted(
+        j.job_id for j in make_plan("all", cells.labels, OPTIONS) if j.fold >= 2)
+
+
 def test_summary_of_a_fake_run(tmp_path, cells, plan):
     sweep(tmp_path, cells, plan, FakeRunner(fail={"f02-n12-s0"}))
     with RunStore.open(tmp_path) as store:

@@ -173,6 +173,10 @@ class RunStore:
             config_dict = _normalise(config.to_dict() if hasattr(config, "to_dict") else dict(config))
             if (path / "config.json").exists():
                 _check_same(path, config_dict, dataset)
+                # A resume may run more (or fewer) of the same folds: the stored config says
+                # what was asked last, and fold f's jobs are the same either way.
+                if _diff(json.loads((path / "config.json").read_text()), config_dict):
+                    _write_json(path / "config.json", config_dict)
             else:
                 _refuse_foreign(path)
                 # config.json last: its presence means the other two are complete.
@@ -398,8 +402,10 @@ def _check_same(path: Path, config: dict, dataset: DatasetInfo) -> None:
         )
 
 
-# Settings that change how fast a job runs, not what it computes: free to differ on resume.
-_RESULT_NEUTRAL = {"train.threads", "train.device"}
+# Settings free to differ on resume: how fast a job runs (threads, device), not what it
+# computes, and how many of the folds are run (fold f's jobs do not depend on it, see
+# leukolearn.protocol), so a run of 3 folds can be extended to all 10.
+_RESULT_NEUTRAL = {"train.threads", "train.device", "options.run_folds"}
 
 
 def _upgrade(stored: dict) -> dict:
