@@ -112,6 +112,13 @@ def test_all_idb2_masks(tmp_path, cell_image):
     for mask in cells.masks:
         assert set(np.unique(mask)) == {0, 1, 2}
         assert mask[SIZE // 2, SIZE // 2] == 2 and mask[0, SIZE // 2] == 0
+    # Networks never read the masks: a run swept without them is the same run when focus
+    # or shortcut loads its images with them (same fingerprint, cached or not).
+    for cache in (True, False):
+        plain = load_dataset("all-idb2", root, size=SIZE, progress=False, cache=cache)
+        with_masks = load_dataset("all-idb2", root, size=SIZE, masks_dir=masks, progress=False,
+                                  cache=cache)
+        assert plain.masks is None and with_masks.fingerprint == plain.fingerprint
 
 
 def test_missing_or_misshapen_mask_is_a_bad_file(tmp_path, cell_image):

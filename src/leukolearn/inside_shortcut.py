@@ -142,13 +142,18 @@ class ShortcutRun:
     reports: dict[str, Any]  # variant -> SweepReport
     fill: list[int]  # RGB painted over the removed part
     radius: int  # px of the disc background-only paints around each cell's centre
+    reused: int = 0  # jobs of the original variant copied from an earlier sweep
 
 
 def run_shortcut(cells: CellImages, config: Any, out: str | Path, *, masks: ShortcutMasks,
                  dataset_name: str = "", dataset_root: str | Path = "",
                  load_options: Mapping[str, Any] | None = None, jobs: int = 1,
-                 progress: bool = True, runner=None) -> ShortcutRun:
-    """Sweep `config` on the three variants into OUT/<variant> (each resumable)."""
+                 progress: bool = True, runner=None,
+                 original: str | Path | None = None) -> ShortcutRun:
+    """Sweep `config` on the three variants into OUT/<variant> (each resumable).
+
+    `original`: a run of `leukolearn sweep` on the same images with the same settings
+    (sizes and folds may differ); the jobs it holds are copied, not trained again."""
     from leukolearn.focus import median_background
     from leukolearn.sweep import sweep_dataset
 
@@ -158,7 +163,7 @@ def run_shortcut(cells: CellImages, config: Any, out: str | Path, *, masks: Shor
                               "of its own (it makes three runs inside)")
     fill = [int(v) for v in median_background(cells.images, masks.masks)]
     radius = cover_radius(masks.masks)
-    reports = {}
+    reports, reused = {}, 0
     for name in VARIANTS:
         variant: dict[str, Any] = {"name": name}
         if name != "original":
@@ -167,14 +172,76 @@ def run_shortcut(cells: CellImages, config: Any, out: str | Path, *, masks: Shor
         if name == "background-only":
             variant["radius"] = radius
         _check_variant(out / name, variant)
+        recorded = {**(load_options or {}), "variant": variant}
+        if name == "original" and original is not None:
+            reused = copy_original_jobs(original, cells, config, out / name,
+                                        dataset_name=dataset_name, dataset_root=dataset_root,
+                                        load_options=recorded)
         reports[name] = sweep_dataset(
             apply_variant(cells, name, masks.masks, fill, radius=radius), config, out / name,
-            dataset_name=dataset_name, dataset_root=dataset_root,
-            load_options={**(load_options or {}), "variant": variant}, jobs=jobs,
-            progress=progress, runner=runner)
+            dataset_name=dataset_name, dataset_root=dataset_root, load_options=recorded,
+            jobs=jobs, progress=progress, runner=runner)
         if reports[name].interrupted:
             break
-    return ShortcutRun(out, masks, reports, fill, radius)
+    return ShortcutRun(out, masks, reports, fill, radius, reused)
+
+
+# Job ids, splits and seeds do not depend on the sizes swept or the folds run (see
+# leukolearn.protocol), so a sweep with other sizes or folds still holds this control's jobs.
+_JOB_NEUTRAL = ("options.sizes", "options.run_folds")
+
+
+def copy_original_jobs(source: str | Path, cells: CellImages, config: Any, out: str | Path, *,
+                       dataset_name: str = "", dataset_root: str | Path = "",
+                       load_options: Mapping[str, Any] | None = None) -> int:
+    """Copy into the run `out` the jobs of `config`'s plan on `cells` that the sweep
+    `source` finished with the same split and seed; returns how many were copied.
+
+    Refuses a `source` swept with other settings (but sizes and folds run) or on other
+    images. `out` is opened exactly as `sweep_dataset` opens it, which then resumes."""
+    import warnings
+
+    from leukolearn.protocol import keep_classes, make_plan
+    from leukolearn.store import (DatasetInfo, RunStore, config_differences, describe_dataset,
+                                  describe_differences)
+
+    kept, dropped = keep_classes(cells, config.options.min_per_class)
+    info = DatasetInfo.from_cells(kept, dataset_name, dataset_root, load_options=load_options,
+                                  dropped_classes=dropped)
+    with RunStore.open(source) as old:
+        diffs = config_differences(old.config_dict, config.to_dict(), also_neutral=_JOB_NEUTRAL)
+        if diffs:
+            raise LeukolearnError(f"--original {source} was swept with other settings "
+                                  f"({describe_differences(diffs)}); its jobs are not this "
+                                  "control's: give the options of that sweep, or leave it out")
+        if old.dataset_info.fingerprint != info.fingerprint:
+            raise LeukolearnError(f"--original {source} was swept on other images "
+                                  f"({describe_dataset(old.dataset_info)}) than these "
+                                  f"({describe_dataset(info)})")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sweep_dataset makes the same plan and warns
+            plan = make_plan(config.protocol, kept.labels, config.options)
+        seeds = {r.job_id: r.seed for r in old.results()}
+        wanted = [job for job in plan if job.job_id in seeds]
+        if not wanted:
+            return 0
+        with RunStore.create_or_resume(out, config=config, dataset=info, cells=kept) as new:
+            done = new.finished_ids()
+            todo = [job for job in wanted if job.job_id not in done
+                    and _reusable(old, job, seeds[job.job_id])]
+            for job in todo:
+                new.copy_job_from(old, job.job_id)
+    return len(todo)
+
+
+def _reusable(store: Any, job: Any, seed: int) -> bool:
+    """The stored job trained, stopped and tested on the images of `job`, from its seed, and
+    its weights file (if it kept one) is still there (else the job is trained again)."""
+    split = store.split(job.job_id)
+    weights = store.weights_path(job.job_id)
+    return (seed == job.seed and (weights is None or weights.is_file())
+            and all(np.array_equal(a, b) for a, b in
+                    zip(split, (job.train_idx, job.val_idx, job.test_idx))))
 
 
 def shortcut_summary(out: str | Path, masks: ShortcutMasks | None = None) -> dict:

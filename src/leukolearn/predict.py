@@ -5,51 +5,42 @@ Sources (`load_predictor`):
 - a RUN (a sweep's run directory): every fold model (and replicate) of one training size,
   the largest by default, averaged: the ensemble's blast probability is the mean of theirs.
 
-Threshold (`resolve_threshold`), first that applies:
-1. `threshold` given: used as is.
-2. `target_sensitivity` given, RUN: chosen on the pooled *test* predictions of the size's
-   fold models. The store keeps each job's test predictions, not its validation ones (the
-   validation images would have to be reloaded and re-predicted); the pooled test folds
-   are out-of-sample for the model that made each prediction, which is what choosing a
-   threshold needs. The sensitivity reported at that threshold is measured on the same
-   cells, so it is not an independent estimate, and the ensemble (mean of all folds) is
-   somewhat more confident than the single fold models the threshold was chosen on.
-3. `target_sensitivity` given, model file: refused unless the model carries a threshold
-   chosen for that target by `calibrate_model` (`leukolearn calibrate`), which stores it
-   with its calibration in `ModelConfig.extra`; by default on the validation images listed
-   in the `split.json` that `leukolearn train` wrote beside the model.
-4. a threshold stored in the model (`calibrate_model`);
-5. 0.5.
+Threshold: by the rules in `leukolearn.threshold` (given, chosen for a target sensitivity
+on a RUN's pooled test-fold predictions or stored in the model by `leukolearn calibrate`,
+else 0.5).
 
 Samples: each folder given holds one sample per subfolder (all images below it); images
 lying directly in a given folder form the sample named after that folder; a file given on
 its own belongs to its parent folder's sample. A CSV given instead is a manifest with a
 `path` column (relative to the CSV's folder) and the sample in `sample_col`. Per sample:
-cells, blasts (cells at or above the threshold), the blast fraction with a Wilson interval,
-and a call against the diagnostic threshold (WHO: >= 20 % blasts for acute leukaemia):
-"above" / "below" when the whole interval is on one side, "uncertain" otherwise.
+the blast fraction, its Wilson interval and the diagnostic call (`leukolearn.sample_stats`).
+
+Outputs (`PredictionReport.write`): cells.csv, samples.csv, summary.json and, where the
+threshold's calibration is known, the reliability diagram.
 """
 from __future__ import annotations
 
 import csv
 import json
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from leukolearn.calibration import ReliabilityCurve, ThresholdChoice, choose_threshold, reliability_curve
+from leukolearn.calibration import ReliabilityCurve
 from leukolearn.data.decode import fit_to_square, read_image
 from leukolearn.errors import BadFileError, LeukolearnError
-from leukolearn.metrics import wilson_interval
 from leukolearn.model import PaperCNN, load_model
+# Re-exported: these lived here before and callers import them from leukolearn.predict.
+from leukolearn.sample_stats import DIAGNOSTIC_THRESHOLD, SampleResult, summarize_sample  # noqa: F401
+from leukolearn.threshold import (ThresholdSetting, calibrate_model, positive_classes,  # noqa: F401
+                                  resolve_threshold, run_validation_predictions,
+                                  stored_calibration)
 from leukolearn.train import predict_proba
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 MODEL_FILE = "model.safetensors"
-DIAGNOSTIC_THRESHOLD = 0.20  # WHO: >= 20 % blasts in blood or marrow for acute leukaemia
 
 
 def collect_image_paths(paths: Iterable[Path]) -> list[Path]:
@@ -211,137 +202,7 @@ def predict_paths(model: PaperCNN | Sequence[PaperCNN], paths: list[Path], batch
     return out
 
 
-# ---- thresholds and calibration ---------------------------------------------------------------
-def positive_classes(class_names: Sequence[str], positive: Sequence[str] | None = None) -> list[int]:
-    """Indices of the positive (blast) classes: those named, else 'blast', else class 1 of
-    a binary model; a multiclass model without a 'blast' class needs them named."""
-    names = list(class_names)
-    if positive:
-        unknown = [p for p in positive if p not in names]
-        if unknown:
-            raise LeukolearnError(f"unknown class {unknown[0]!r}; the model's classes are "
-                                  f"{', '.join(names)}")
-        return [names.index(p) for p in positive]
-    if "blast" in names:
-        return [names.index("blast")]
-    if len(names) == 2:
-        return [1]
-    raise LeukolearnError(f"which classes are blasts? name them with --positive "
-                          f"(the model's classes: {', '.join(names)})")
-
-
-@dataclass(frozen=True)
-class ThresholdSetting:
-    value: float
-    how: str  # in words, for summary.json
-    choice: ThresholdChoice | None = None
-
-    def to_dict(self) -> dict:
-        return {"value": self.value, "how": self.how,
-                "choice": None if self.choice is None else self.choice.to_dict()}
-
-
-def run_validation_predictions(run: Path, size: int, positive: Sequence[int]
-                               ) -> tuple[np.ndarray, np.ndarray]:
-    """(is_positive labels, positive score) pooled over the test sets of `size`'s jobs."""
-    from leukolearn.store import RunStore
-
-    ys, ps = [], []
-    with RunStore.open(run) as store:
-        for r in store.results():
-            if r.size == size and r.weights:
-                pred = store.predictions(r.job_id)
-                ys.append(np.isin(pred.labels, positive))
-                ps.append(pred.probs[:, positive].sum(axis=1))
-    return np.concatenate(ys), np.clip(np.concatenate(ps), 0, 1)
-
-
-def stored_calibration(model: PaperCNN) -> dict | None:
-    return model.config.extra.get("calibration")
-
-
-def calibrate_model(model: PaperCNN, images: np.ndarray, labels: np.ndarray,
-                    target_sensitivity: float, *, positive: Sequence[str] | None = None,
-                    source: str = "", n_bins: int = 10) -> PaperCNN:
-    """A copy of `model` whose ModelConfig.extra holds a threshold for `target_sensitivity`
-    chosen on these labelled images (held out from training!) and their reliability curve.
-    `model` itself is left as it was."""
-    pos = positive_classes(model.config.class_names, positive)
-    score = np.clip(predict_proba(model, images)[:, pos].sum(axis=1), 0, 1)
-    y = np.isin(labels, pos)
-    choice = choose_threshold(y, score, target_sensitivity, source=source)
-    curve = reliability_curve(y, score, n_bins)
-    extra = {**model.config.extra, "threshold": choice.threshold, "calibration": {
-        "positive": [model.config.class_names[i] for i in pos], "threshold": choice.to_dict(),
-        "reliability": curve.to_dict(), "source": source}}
-    calibrated = PaperCNN(replace(model.config, extra=extra))
-    calibrated.load_state_dict(model.state_dict())
-    return calibrated.eval()
-
-
-def resolve_threshold(predictor: Predictor, positive: Sequence[int], *,
-                      threshold: float | None = None, target_sensitivity: float | None = None
-                      ) -> tuple[ThresholdSetting, ReliabilityCurve | None]:
-    """The threshold by the rules of the module docstring, and the calibration curve of the
-    predictions it was (or could have been) chosen on, if there are any."""
-    if threshold is not None and not 0 <= threshold <= 1:
-        raise LeukolearnError(f"--threshold must be in [0, 1], got {threshold}")
-    curve = None
-    choice = None
-    if predictor.kind == "run":
-        y, score = run_validation_predictions(predictor.source, predictor.size, positive)
-        curve = reliability_curve(y, score)
-        if threshold is None and target_sensitivity is not None:
-            source = (f"pooled test-fold predictions of the {len(predictor.models)} single fold "
-                      f"models at training size {predictor.size} ({len(y)} cells)")
-            choice = choose_threshold(y, score, target_sensitivity, source=source)
-    else:
-        stored = stored_calibration(predictor.models[0])
-        if stored is not None:
-            curve = ReliabilityCurve.from_dict(stored["reliability"])
-            choice = ThresholdChoice(**stored["threshold"])
-            if threshold is None and target_sensitivity is not None and \
-                    not math.isclose(choice.target_sensitivity, target_sensitivity):
-                raise LeukolearnError(
-                    f"{predictor.source}: its threshold was chosen for sensitivity "
-                    f"{choice.target_sensitivity:g}, not {target_sensitivity:g}; run "
-                    "`leukolearn calibrate` again with that target, or give --threshold")
-        elif threshold is None and target_sensitivity is not None:
-            raise LeukolearnError(
-                f"{predictor.source}: a single model holds no validation predictions to choose "
-                "a threshold on; run `leukolearn calibrate` on it first, or give --threshold")
-    if threshold is not None:
-        return ThresholdSetting(float(threshold), "given (--threshold)"), curve
-    if choice is not None:
-        how = (f"highest threshold with sensitivity >= {choice.target_sensitivity:g} on "
-               f"{choice.source or 'held-out labelled cells'}")
-        return ThresholdSetting(choice.threshold, how, choice), curve
-    return ThresholdSetting(0.5, "default 0.5"), curve
-
-
 # ---- samples ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SampleResult:
-    sample: str
-    n_cells: int
-    n_blasts: int
-    blast_fraction: float
-    ci_low: float
-    ci_high: float
-    above_threshold: bool  # the point estimate is >= the diagnostic threshold
-    call: str  # 'above' | 'below' | 'uncertain' (the interval straddles the threshold)
-
-
-def summarize_sample(sample: str, is_blast: np.ndarray, diagnostic_threshold: float,
-                     confidence: float = 0.95) -> SampleResult:
-    n, k = int(len(is_blast)), int(np.sum(is_blast))
-    low, high = wilson_interval(k, n, confidence)
-    fraction = k / n if n else math.nan
-    call = "above" if low >= diagnostic_threshold else "below" if high < diagnostic_threshold \
-        else "uncertain"
-    return SampleResult(sample, n, k, fraction, low, high, bool(fraction >= diagnostic_threshold), call)
-
-
 @dataclass
 class PredictOptions:
     size: int | None = None  # RUN: training size of the ensemble (default: the largest)
@@ -389,7 +250,7 @@ class PredictionReport:
             "interval": "Wilson score",
             "n_cells": len(self.paths), "n_samples": len(self.sample_results),
             "skipped": [{"path": str(p), "problem": why} for p, why in self.skipped],
-            "samples": [_plain(vars(s)) for s in self.sample_results],
+            "samples": [s.to_dict() for s in self.sample_results],
         }
 
     def _calibration_source(self) -> str:
@@ -473,10 +334,6 @@ def _bad_reason(path: Path) -> str:
     except BadFileError as exc:
         return exc.problem
     return "unreadable"
-
-
-def _plain(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
 def _write_csv(path: Path, rows: list[list]) -> Path:

@@ -4,7 +4,7 @@
       config.json     the SweepConfig (written last at creation: its presence marks a run)
       dataset.json    name, root, fingerprint, image count, class names and counts, load options
       versions.json   leukolearn, torch, numpy, python at creation
-      run.sqlite      one row per job (schema below) plus the image table
+      run.sqlite      one row per job (schema in store_io) plus the image table
       weights/<job_id>.safetensors
       .lock           held (flock) by the one process that writes
 
@@ -19,24 +19,30 @@ its row commits, so a row never points to a missing file; a weights file without
 full disk) removes that job's weights file and raises a LeukolearnError naming the job; the
 jobs saved before it stay. A failed job gets a
 row with status 'failed' and the message; it is not "finished" and runs again on resume.
+
+This module holds `RunStore` (opening, reading, writing jobs) and the checks that decide
+whether a run may resume; the schema, the dataset/versions records, the array encoding and
+the atomic file writes are in `leukolearn.store_io`.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import fcntl
-import io
 import json
 import os
-import platform
+import shutil
 import sqlite3
-from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from leukolearn.errors import LeukolearnError
+# DatasetInfo and current_versions are imported from here by other modules: keep them here.
+from leukolearn.store_io import (_SCHEMA, SCHEMA_VERSION, DatasetInfo, _from_npy, _plain,
+                                 _replace_file, _to_npy, _write_json, _write_weights,
+                                 current_versions)
 
 if TYPE_CHECKING:  # pragma: no cover
     from leukolearn.cellimages import CellImages
@@ -44,75 +50,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from leukolearn.protocol import Job
     from leukolearn.sweep import JobOutcome
 
-SCHEMA_VERSION = 1
 _OWN_FILES = {"config.json", "dataset.json", "versions.json", "run.sqlite", "run.sqlite-journal",
               "weights", ".lock", "summary.csv"}
-# Left by a process killed while writing one of the JSON files (see _write_json).
+# Left by a process killed while writing one of the JSON files (see store_io._write_json).
 _OWN_FILES |= {f".{name}.tmp" for name in ("config.json", "dataset.json", "versions.json")}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    idx      INTEGER PRIMARY KEY,   -- index into the CellImages the plan was made on
-    image_id TEXT NOT NULL,
-    label    INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id      TEXT PRIMARY KEY,   -- "f03-n120-s0"
-    fold        INTEGER NOT NULL,
-    size        INTEGER NOT NULL,   -- training images
-    replicate   INTEGER NOT NULL,
-    seed        INTEGER NOT NULL,   -- the training seed
-    status      TEXT NOT NULL CHECK (status IN ('done', 'failed')),
-    metric_name TEXT,               -- 'auc' or 'weighted_f1'
-    metric      REAL,               -- NULL when undefined (e.g. AUC of a one-class test set)
-    best_epoch  INTEGER,
-    epochs_run  INTEGER,
-    seconds     REAL,
-    degenerate  INTEGER,            -- 1: constant predictions on validation
-    error       TEXT,               -- failed jobs: "ExceptionType: message"
-    train_idx   BLOB, val_idx BLOB, test_idx BLOB,  -- int64 .npy bytes
-    test_labels BLOB,               -- int64 .npy
-    test_probs  BLOB,               -- float32 .npy (n_test, n_classes)
-    history     TEXT,               -- JSON: [{epoch, train_loss, val_loss, seconds}, ...]
-    weights     TEXT,               -- path relative to the run dir; NULL if no model was kept
-    finished_at TEXT NOT NULL       -- UTC, ISO 8601
-);
-"""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the plan's indices point into; the fingerprint decides whether a run can resume."""
-
-    name: str
-    root: str
-    fingerprint: str
-    n_images: int
-    class_names: tuple[str, ...]
-    class_counts: dict[str, int] = field(default_factory=dict)
-    load_options: dict[str, Any] = field(default_factory=dict)  # size, positive, label table, dedupe
-    dropped_classes: dict[str, int] = field(default_factory=dict)  # left out (too few images)
-
-    @classmethod
-    def from_cells(cls, cells: "CellImages", name: str = "", root: str | Path = "", *,
-                   load_options: Mapping[str, Any] | None = None,
-                   dropped_classes: Mapping[str, int] | None = None) -> "DatasetInfo":
-        return cls(
-            name=name, root=str(root), fingerprint=cells.fingerprint, n_images=len(cells),
-            class_names=cells.class_names, class_counts=cells.class_counts(),
-            load_options=dict(load_options or {}), dropped_classes=dict(dropped_classes or {}),
-        )
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["class_names"] = list(self.class_names)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DatasetInfo":
-        d = dict(d)
-        d["class_names"] = tuple(d["class_names"])
-        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -307,7 +248,7 @@ class RunStore:
             if weights is not None and not self._has_done_row(job.job_id):
                 (self.path / weights).unlink(missing_ok=True)  # no file without its row
             if isinstance(exc, (OSError, sqlite3.Error)):
-                raise self._save_error(job, exc) from None
+                raise self._save_error(job.job_id, exc) from None
             raise
 
     def record_failed(self, job: "Job", message: str) -> None:
@@ -316,7 +257,33 @@ class RunStore:
         try:
             self._insert(job, {"status": "failed", "error": message})
         except (OSError, sqlite3.Error) as exc:
-            raise self._save_error(job, exc) from None
+            raise self._save_error(job.job_id, exc) from None
+
+    def copy_job_from(self, other: "RunStore", job_id: str) -> None:
+        """Copy a finished job of run `other` (its row and weights file) as record_done saves
+        it: the weights file first, then the row. The caller checks that both runs compute
+        the same job (config, dataset, split); finished_at stays when it was trained."""
+        self._require_writer()
+        cursor = other._conn.execute("SELECT * FROM jobs WHERE job_id = ? AND status = 'done'",
+                                     (job_id,))
+        row = cursor.fetchone()
+        if row is None:
+            raise LeukolearnError(f"no finished job {job_id!r} in {other.path}")
+        values = dict(zip((c[0] for c in cursor.description), row))
+        source, weights = other.weights_path(job_id), None
+        if source is not None and not source.is_file():
+            raise LeukolearnError(f"{source} is missing: job {job_id} cannot be copied")
+        try:
+            if source is not None:
+                weights = values["weights"] = f"weights/{job_id}.safetensors"
+                _replace_file(self.path / weights, lambda tmp: shutil.copyfile(source, tmp))
+            self._write_row(values)
+        except BaseException as exc:  # a full disk, Ctrl-C
+            if weights is not None and not self._has_done_row(job_id):
+                (self.path / weights).unlink(missing_ok=True)  # no file without its row
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                raise self._save_error(job_id, exc) from None
+            raise
 
     def _has_done_row(self, job_id: str) -> bool:
         try:
@@ -325,10 +292,10 @@ class RunStore:
         except sqlite3.Error:
             return True  # cannot tell: keep the file (a resume overwrites it if need be)
 
-    def _save_error(self, job: "Job", exc: Exception) -> LeukolearnError:
+    def _save_error(self, job_id: str, exc: Exception) -> LeukolearnError:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return LeukolearnError(
-            f"{self.path}: could not save job {job.job_id} ({reason}); the jobs finished "
+            f"{self.path}: could not save job {job_id} ({reason}); the jobs finished "
             "before it are kept. Fix that (e.g. free disk space), then run the same command "
             "again to resume"
         )
@@ -343,6 +310,9 @@ class RunStore:
             "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **values,
         }
+        self._write_row(values)
+
+    def _write_row(self, values: dict[str, Any]) -> None:
         cols = ", ".join(values)
         marks = ", ".join("?" * len(values))
         with self._conn:  # one transaction per job
@@ -354,18 +324,7 @@ class RunStore:
             raise LeukolearnError("this run store was opened read-only (RunStore.open)")
 
 
-# ---- helpers --------------------------------------------------------------------------------
-def current_versions() -> dict[str, str]:
-    def pkg(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return {"leukolearn": pkg("leukolearn"), "torch": pkg("torch"), "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
+# ---- the writer's lock and the resume checks ------------------------------------------------
 def _acquire_lock(path: Path) -> int:
     fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -383,23 +342,36 @@ def _acquire_lock(path: Path) -> int:
 
 
 def _check_same(path: Path, config: dict, dataset: DatasetInfo) -> None:
-    stored = _upgrade(json.loads((path / "config.json").read_text()))
-    diffs = [d for d in _diff(stored, config) if d[0] not in _RESULT_NEUTRAL]
+    diffs = config_differences(json.loads((path / "config.json").read_text()), config)
     if diffs:
-        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:5])
-        more = f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else ""
         raise LeukolearnError(
-            f"{path} holds a run with different settings ({shown}{more}); "
+            f"{path} holds a run with different settings ({describe_differences(diffs)}); "
             "re-run with the original options to resume, or choose a new --out"
         )
     old = DatasetInfo.from_dict(json.loads((path / "dataset.json").read_text()))
     if old.fingerprint != dataset.fingerprint:
         raise LeukolearnError(
-            f"{path} holds a run on another dataset ({old.name or '?'}: {old.n_images} images, "
-            f"fingerprint {old.fingerprint[:12]}) than this one ({dataset.name or '?'}: "
-            f"{dataset.n_images} images, fingerprint {dataset.fingerprint[:12]}); "
-            "choose a new --out"
+            f"{path} holds a run on another dataset ({describe_dataset(old)}) than this one "
+            f"({describe_dataset(dataset)}); choose a new --out"
         )
+
+
+def config_differences(stored: Mapping[str, Any], config: Mapping[str, Any],
+                       also_neutral: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """(setting, stored value, new value) for each setting in which `config` computes other
+    results than a run's stored config; `also_neutral` names more settings to ignore (e.g.
+    "options.sizes" when only jobs present in both are compared)."""
+    neutral = _RESULT_NEUTRAL | set(also_neutral)
+    return [d for d in _diff(_upgrade(dict(stored)), _normalise(config)) if d[0] not in neutral]
+
+
+def describe_differences(diffs: list[tuple[str, Any, Any]]) -> str:
+    shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:5])
+    return shown + (f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else "")
+
+
+def describe_dataset(info: DatasetInfo) -> str:
+    return f"{info.name or '?'}: {info.n_images} images, fingerprint {info.fingerprint[:12]}"
 
 
 # Settings free to differ on resume: how fast a job runs (threads, device), not what it
@@ -440,68 +412,6 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
 def _normalise(d: Mapping[str, Any]) -> dict:
     # Through JSON once, so tuples become lists and a fresh config compares equal to a stored one.
     return json.loads(json.dumps(d))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    _fsync(tmp)
-    os.replace(tmp, path)
-    _fsync(path.parent)
-
-
-def _write_weights(model: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.safetensors")
-    try:
-        if isinstance(model, Mapping):  # a plain state dict
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp))
-        else:  # a leukolearn model: its ModelConfig goes into the file's metadata
-            from leukolearn.model import save_model
-
-            save_model(model, tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a half-written file must not take space or linger
-        raise
-    _fsync(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's data, or a directory's entries (so a rename survives a power cut)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _to_npy(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
-
-
-def _from_npy(b: bytes) -> np.ndarray:
-    try:  # allow_pickle=False: an array stored as a pickle is refused, never unpickled
-        return np.load(io.BytesIO(b), allow_pickle=False)
-    except (ValueError, OSError, EOFError, TypeError) as exc:
-        raise LeukolearnError(f"run.sqlite holds a damaged or unsafe array ({exc})") from None
-
-
-def _plain(x: Any) -> Any:
-    """numpy scalars and arrays -> Python numbers and lists, for JSON."""
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 def _record(row: tuple) -> JobRecord:

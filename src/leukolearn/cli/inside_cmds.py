@@ -190,6 +190,11 @@ def shortcut(
                              "resume."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="ALL-IDB2: folder of expert "
                                          "masks. Without it, the stain segmentation is used."),
+    original: Optional[Path] = typer.Option(None, "--original", metavar="RUN",
+                                            help="Run directory of a `leukolearn sweep` with "
+                                            "the same images and settings (sizes and folds "
+                                            "may differ): the original variant copies its "
+                                            "finished jobs instead of training them again."),
     preset: Optional[str] = typer.Option(None, "--preset", help="As for `sweep` (default "
                                          "paper-all-binary; quick for a first look).",
                                          rich_help_panel=SWEEP),
@@ -212,7 +217,8 @@ def shortcut(
     (background painted one neutral colour) and on the background alone (cell painted
     over), then the metric of each side by side (table, shortcut.json, shortcut.csv,
     shortcut_vs_size.png/svg in OUT). If the background alone scores about as well as the
-    whole image, the networks need not look at the cell."""
+    whole image, the networks need not look at the cell. With --original RUN the original
+    images' jobs that an earlier sweep finished are copied from it, not trained again."""
     from leukolearn.cli.sweep_cmds import DEFAULT_PRESET, parse_sizes
     from leukolearn.inside_shortcut import (run_shortcut, shortcut_masks, shortcut_summary,
                                             write_summary)
@@ -236,7 +242,9 @@ def shortcut(
                                          keep_duplicates=keep_duplicates)
     result = run_shortcut(cells, config, out, masks=cut, dataset_name=dataset,
                           dataset_root=root.resolve(), load_options=load_options,
-                          jobs=jobs, progress=not no_progress)
+                          jobs=jobs, progress=not no_progress, original=original)
+    if original is not None:
+        say(f"original: {result.reused} finished jobs copied from {original}, not trained again")
     say(f"painted with RGB {tuple(result.fill)}; background-only hides a disc of radius "
         f"{result.radius} px around each cell (not its outline: cell size is a class cue)")
     failed = sum(r.failed for r in result.reports.values())

@@ -83,9 +83,11 @@ def load_dataset(name: str, root: str | Path, *, size: int | None = None,
     labels = np.array([listing.class_names.index(e.label) for e in entries], dtype=np.int64)
     ids = tuple(e.image_id for e in entries)
     # With a cache entry, the files' content hashes already fingerprint the pixels: hashing
-    # gigabytes of decoded arrays again would dominate a second load.
-    fingerprint = "" if decoded.key is None else derive_fingerprint(
-        decoded.key, keep.tobytes(), labels.tobytes(), ids, listing.class_names,
+    # gigabytes of decoded arrays again would dominate a second load. The masks are left
+    # out: training never reads them, so a run made without --masks is the same run when
+    # `focus` or `shortcut` later loads its images with them.
+    fingerprint = "" if decoded.pixels_key is None else derive_fingerprint(
+        decoded.pixels_key, keep.tobytes(), labels.tobytes(), ids, listing.class_names,
         None if groups is None else groups.tolist())
     cells = CellImages(
         images=decoded.rows("images", keep), labels=labels, class_names=listing.class_names,
@@ -198,6 +200,7 @@ class _Decoded:
     ok: np.ndarray  # (N,) bool: decoded without error
     bad: list[BadFileError]
     key: str | None = None  # cache entry holding the arrays
+    pixels_key: str | None = None  # like key, but of the images alone (no masks)
 
     def rows(self, name: str, index: np.ndarray) -> np.ndarray:
         """Rows of images or masks, kept memory-mapped when the arrays are cached."""
@@ -217,10 +220,10 @@ def _decode(listing: Listing, size: int, *, cache: bool, progress: bool,
     """
     entries = listing.entries
     n, with_masks = len(entries), any(e.mask_path is not None for e in entries)
-    key = _cache_key(listing, size, keep_going, progress) if cache else None
+    key, pixels_key = _cache_keys(listing, size, keep_going, progress) if cache else (None, None)
     if key is not None and (hit := cache_mod.lookup(key)) is not None:
         return _Decoded(hit["images"], hit.get("masks"), hit["sizes"], hit["hashes"],
-                        np.ones(n, bool), [], key)
+                        np.ones(n, bool), [], key, pixels_key)
     specs = {"images": ((n, size, size, 3), np.uint8), "sizes": ((n, 2), np.int32),
              "hashes": ((n, HASH_BITS), np.bool_)}
     if with_masks:
@@ -243,24 +246,29 @@ def _decode(listing: Listing, size: int, *, cache: bool, progress: bool,
             arrays, key = writer.commit(), writer.key
         elif writer is not None:  # inspect with bad files: keep the small arrays only
             arrays = {k: np.array(arrays[k]) for k in ("sizes", "hashes")}
-            key = None
+            key = pixels_key = None
     return _Decoded(arrays.get("images"), arrays.get("masks"), arrays["sizes"],
-                    arrays["hashes"], ok, bad, key)
+                    arrays["hashes"], ok, bad, key, pixels_key)
 
 
-def _cache_key(listing: Listing, size: int, keep_going: bool, progress: bool) -> str | None:
-    """The cache entry for this listing; None (no caching) if inspect meets an
-    unreadable file, which the decoding loop then reports."""
+def _cache_keys(listing: Listing, size: int, keep_going: bool,
+                progress: bool) -> tuple[str | None, str | None]:
+    """(the cache entry for this listing, a key of its images alone); (None, None), no
+    caching, if inspect meets an unreadable file, which the decoding loop then reports."""
     entries = listing.entries
     try:
-        digests = [cache_mod.file_digest(e.path)
-                   + (cache_mod.file_digest(e.mask_path) if e.mask_path else "")
-                   for _, e in _track(entries, "Checking the cache", len(entries), progress)]
+        pairs = [(cache_mod.file_digest(e.path),
+                  cache_mod.file_digest(e.mask_path) if e.mask_path else "")
+                 for _, e in _track(entries, "Checking the cache", len(entries), progress)]
     except BadFileError:
         if keep_going:
-            return None
+            return None, None
         raise
-    return cache_mod.content_key(digests, size, DECODE_POLICY_VERSION, HASH_VERSION)
+    settings = (size, DECODE_POLICY_VERSION, HASH_VERSION)
+    # Without masks the two keys are equal, as the one key was before masks were left out
+    # of the fingerprint: the fingerprints of existing runs made without masks still hold.
+    return (cache_mod.content_key([image + mask for image, mask in pairs], *settings),
+            cache_mod.content_key([image for image, _ in pairs], *settings))
 
 
 def _decode_each(entries: list[Entry], size: int) -> Iterator:

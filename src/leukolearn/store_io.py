@@ -1,0 +1,176 @@
+"""The run directory's low-level pieces, below `leukolearn.store.RunStore`.
+
+- the SQLite schema of run.sqlite (`_SCHEMA`, `SCHEMA_VERSION`);
+- the records written to dataset.json (`DatasetInfo`) and versions.json (`current_versions`);
+- atomic writes: a temporary file, fsynced, renamed onto the target, then the directory
+  fsynced, so a file is either whole or absent even after a crash or a power cut
+  (`_write_json`, `_write_weights`, `_replace_file`, `_fsync`);
+- arrays as .npy bytes for the BLOB columns (`_to_npy`, `_from_npy`) and numpy values as
+  plain JSON (`_plain`).
+
+The underscore names are private to the store: `leukolearn.store` imports them, nothing else.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from leukolearn.errors import LeukolearnError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from leukolearn.cellimages import CellImages
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    idx      INTEGER PRIMARY KEY,   -- index into the CellImages the plan was made on
+    image_id TEXT NOT NULL,
+    label    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      TEXT PRIMARY KEY,   -- "f03-n120-s0"
+    fold        INTEGER NOT NULL,
+    size        INTEGER NOT NULL,   -- training images
+    replicate   INTEGER NOT NULL,
+    seed        INTEGER NOT NULL,   -- the training seed
+    status      TEXT NOT NULL CHECK (status IN ('done', 'failed')),
+    metric_name TEXT,               -- 'auc' or 'weighted_f1'
+    metric      REAL,               -- NULL when undefined (e.g. AUC of a one-class test set)
+    best_epoch  INTEGER,
+    epochs_run  INTEGER,
+    seconds     REAL,
+    degenerate  INTEGER,            -- 1: constant predictions on validation
+    error       TEXT,               -- failed jobs: "ExceptionType: message"
+    train_idx   BLOB, val_idx BLOB, test_idx BLOB,  -- int64 .npy bytes
+    test_labels BLOB,               -- int64 .npy
+    test_probs  BLOB,               -- float32 .npy (n_test, n_classes)
+    history     TEXT,               -- JSON: [{epoch, train_loss, val_loss, seconds}, ...]
+    weights     TEXT,               -- path relative to the run dir; NULL if no model was kept
+    finished_at TEXT NOT NULL       -- UTC, ISO 8601
+);
+"""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the plan's indices point into; the fingerprint decides whether a run can resume."""
+
+    name: str
+    root: str
+    fingerprint: str
+    n_images: int
+    class_names: tuple[str, ...]
+    class_counts: dict[str, int] = field(default_factory=dict)
+    load_options: dict[str, Any] = field(default_factory=dict)  # size, positive, label table, dedupe
+    dropped_classes: dict[str, int] = field(default_factory=dict)  # left out (too few images)
+
+    @classmethod
+    def from_cells(cls, cells: "CellImages", name: str = "", root: str | Path = "", *,
+                   load_options: Mapping[str, Any] | None = None,
+                   dropped_classes: Mapping[str, int] | None = None) -> "DatasetInfo":
+        return cls(
+            name=name, root=str(root), fingerprint=cells.fingerprint, n_images=len(cells),
+            class_names=cells.class_names, class_counts=cells.class_counts(),
+            load_options=dict(load_options or {}), dropped_classes=dict(dropped_classes or {}),
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DatasetInfo":
+        d = dict(d)
+        d["class_names"] = tuple(d["class_names"])
+        return cls(**d)
+
+
+def current_versions() -> dict[str, str]:
+    def pkg(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {"leukolearn": pkg("leukolearn"), "torch": pkg("torch"), "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    _fsync(tmp)
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def _write_weights(model: Any, path: Path) -> None:
+    def save(tmp: Path) -> None:
+        if isinstance(model, Mapping):  # a plain state dict
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp))
+        else:  # a leukolearn model: its ModelConfig goes into the file's metadata
+            from leukolearn.model import save_model
+
+            save_model(model, tmp)
+
+    _replace_file(path, save)
+
+
+def _replace_file(path: Path, write: Any) -> None:
+    """`write(tmp)` then rename tmp onto `path`: `path` is the whole file or absent."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written file must not take space or linger
+        raise
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a directory's entries (so a rename survives a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _to_npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _from_npy(b: bytes) -> np.ndarray:
+    try:  # allow_pickle=False: an array stored as a pickle is refused, never unpickled
+        return np.load(io.BytesIO(b), allow_pickle=False)
+    except (ValueError, OSError, EOFError, TypeError) as exc:
+        raise LeukolearnError(f"run.sqlite holds a damaged or unsafe array ({exc})") from None
+
+
+def _plain(x: Any) -> Any:
+    """numpy scalars and arrays -> Python numbers and lists, for JSON."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x

@@ -1,0 +1,145 @@
+"""Which blast-probability threshold a prediction uses, and on what it was chosen.
+
+The arithmetic (the highest cut-off with sensitivity >= a target, the reliability curve)
+is `leukolearn.calibration`'s; this module decides *which* predictions it runs on and
+stores the result in a model (`calibrate_model`, for `leukolearn calibrate`).
+
+Threshold (`resolve_threshold`), first that applies:
+1. `threshold` given: used as is.
+2. `target_sensitivity` given, RUN: chosen on the pooled *test* predictions of the size's
+   fold models. The store keeps each job's test predictions, not its validation ones (the
+   validation images would have to be reloaded and re-predicted); the pooled test folds
+   are out-of-sample for the model that made each prediction, which is what choosing a
+   threshold needs. The sensitivity reported at that threshold is measured on the same
+   cells, so it is not an independent estimate, and the ensemble (mean of all folds) is
+   somewhat more confident than the single fold models the threshold was chosen on.
+3. `target_sensitivity` given, model file: refused unless the model carries a threshold
+   chosen for that target by `calibrate_model` (`leukolearn calibrate`), which stores it
+   with its calibration in `ModelConfig.extra`; by default on the validation images listed
+   in the `split.json` that `leukolearn train` wrote beside the model.
+4. a threshold stored in the model (`calibrate_model`);
+5. 0.5.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from leukolearn.calibration import ReliabilityCurve, ThresholdChoice, choose_threshold, reliability_curve
+from leukolearn.errors import LeukolearnError
+from leukolearn.model import PaperCNN
+from leukolearn.train import predict_proba
+
+if TYPE_CHECKING:  # pragma: no cover
+    from leukolearn.predict import Predictor
+
+
+def positive_classes(class_names: Sequence[str], positive: Sequence[str] | None = None) -> list[int]:
+    """Indices of the positive (blast) classes: those named, else 'blast', else class 1 of
+    a binary model; a multiclass model without a 'blast' class needs them named."""
+    names = list(class_names)
+    if positive:
+        unknown = [p for p in positive if p not in names]
+        if unknown:
+            raise LeukolearnError(f"unknown class {unknown[0]!r}; the model's classes are "
+                                  f"{', '.join(names)}")
+        return [names.index(p) for p in positive]
+    if "blast" in names:
+        return [names.index("blast")]
+    if len(names) == 2:
+        return [1]
+    raise LeukolearnError(f"which classes are blasts? name them with --positive "
+                          f"(the model's classes: {', '.join(names)})")
+
+
+@dataclass(frozen=True)
+class ThresholdSetting:
+    value: float
+    how: str  # in words, for summary.json
+    choice: ThresholdChoice | None = None
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "how": self.how,
+                "choice": None if self.choice is None else self.choice.to_dict()}
+
+
+def run_validation_predictions(run: Path, size: int, positive: Sequence[int]
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """(is_positive labels, positive score) pooled over the test sets of `size`'s jobs."""
+    from leukolearn.store import RunStore
+
+    ys, ps = [], []
+    with RunStore.open(run) as store:
+        for r in store.results():
+            if r.size == size and r.weights:
+                pred = store.predictions(r.job_id)
+                ys.append(np.isin(pred.labels, positive))
+                ps.append(pred.probs[:, positive].sum(axis=1))
+    return np.concatenate(ys), np.clip(np.concatenate(ps), 0, 1)
+
+
+def stored_calibration(model: PaperCNN) -> dict | None:
+    return model.config.extra.get("calibration")
+
+
+def calibrate_model(model: PaperCNN, images: np.ndarray, labels: np.ndarray,
+                    target_sensitivity: float, *, positive: Sequence[str] | None = None,
+                    source: str = "", n_bins: int = 10) -> PaperCNN:
+    """A copy of `model` whose ModelConfig.extra holds a threshold for `target_sensitivity`
+    chosen on these labelled images (held out from training!) and their reliability curve.
+    `model` itself is left as it was."""
+    pos = positive_classes(model.config.class_names, positive)
+    score = np.clip(predict_proba(model, images)[:, pos].sum(axis=1), 0, 1)
+    y = np.isin(labels, pos)
+    choice = choose_threshold(y, score, target_sensitivity, source=source)
+    curve = reliability_curve(y, score, n_bins)
+    extra = {**model.config.extra, "threshold": choice.threshold, "calibration": {
+        "positive": [model.config.class_names[i] for i in pos], "threshold": choice.to_dict(),
+        "reliability": curve.to_dict(), "source": source}}
+    calibrated = PaperCNN(replace(model.config, extra=extra))
+    calibrated.load_state_dict(model.state_dict())
+    return calibrated.eval()
+
+
+def resolve_threshold(predictor: Predictor, positive: Sequence[int], *,
+                      threshold: float | None = None, target_sensitivity: float | None = None
+                      ) -> tuple[ThresholdSetting, ReliabilityCurve | None]:
+    """The threshold by the rules of the module docstring, and the calibration curve of the
+    predictions it was (or could have been) chosen on, if there are any."""
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise LeukolearnError(f"--threshold must be in [0, 1], got {threshold}")
+    curve = None
+    choice = None
+    if predictor.kind == "run":
+        y, score = run_validation_predictions(predictor.source, predictor.size, positive)
+        curve = reliability_curve(y, score)
+        if threshold is None and target_sensitivity is not None:
+            source = (f"pooled test-fold predictions of the {len(predictor.models)} single fold "
+                      f"models at training size {predictor.size} ({len(y)} cells)")
+            choice = choose_threshold(y, score, target_sensitivity, source=source)
+    else:
+        stored = stored_calibration(predictor.models[0])
+        if stored is not None:
+            curve = ReliabilityCurve.from_dict(stored["reliability"])
+            choice = ThresholdChoice(**stored["threshold"])
+            if threshold is None and target_sensitivity is not None and \
+                    not math.isclose(choice.target_sensitivity, target_sensitivity):
+                raise LeukolearnError(
+                    f"{predictor.source}: its threshold was chosen for sensitivity "
+                    f"{choice.target_sensitivity:g}, not {target_sensitivity:g}; run "
+                    "`leukolearn calibrate` again with that target, or give --threshold")
+        elif threshold is None and target_sensitivity is not None:
+            raise LeukolearnError(
+                f"{predictor.source}: a single model holds no validation predictions to choose "
+                "a threshold on; run `leukolearn calibrate` on it first, or give --threshold")
+    if threshold is not None:
+        return ThresholdSetting(float(threshold), "given (--threshold)"), curve
+    if choice is not None:
+        how = (f"highest threshold with sensitivity >= {choice.target_sensitivity:g} on "
+               f"{choice.source or 'held-out labelled cells'}")
+        return ThresholdSetting(choice.threshold, how, choice), curve
+    return ThresholdSetting(0.5, "default 0.5"), curve
