@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from leukolearn.cli import main
-from leukolearn.export import export_onnx, onnx_metadata
+from leukolearn.export import export_onnx, onnx_difference, onnx_metadata
 from leukolearn.model import ModelConfig, build_model, save_model
 
 ort = pytest.importorskip("onnxruntime")
@@ -27,12 +27,26 @@ def test_onnx_runtime_matches_pytorch(tmp_path):
     meta = onnx_metadata(path)
     assert json.loads(meta["class_names"]) == ["a", "b", "blast"]
     assert meta["input_size"] == "190" and "threshold" not in meta
+    model.train()
+    assert onnx_difference(model, path) < 1e-5 and model.training  # export's own check
+
+
+def test_export_refuses_a_file_that_does_not_match(tmp_path, capsys, monkeypatch):
+    model = build_model(ModelConfig(input_size=190), seed=1)
+    save_model(model, tmp_path / "model.safetensors")
+    monkeypatch.setattr("leukolearn.export.onnx_difference", lambda *a, **k: 0.01)
+    with pytest.raises(SystemExit) as exit_code:
+        main(["export", str(tmp_path / "model.safetensors"), "--onnx", str(tmp_path / "out.onnx")])
+    assert exit_code.value.code == 2
+    assert "differ from PyTorch's by 1.0e-02" in capsys.readouterr().err
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_export_command_writes_a_model_file(tmp_path, capsys):
     model = build_model(ModelConfig(input_size=190, extra={"threshold": 0.3}), seed=1)
     save_model(model, tmp_path / "model" / "model.safetensors")
     main(["export", str(tmp_path / "model"), "--onnx", str(tmp_path / "out.onnx")])
-    assert "other, blast" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "other, blast" in out and "checked: ONNX Runtime matches PyTorch within" in out
     meta = onnx_metadata(tmp_path / "out.onnx")
     assert json.loads(meta["class_names"]) == ["other", "blast"] and meta["threshold"] == "0.3"

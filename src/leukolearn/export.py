@@ -29,6 +29,9 @@ from leukolearn.model import PaperCNN
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
 DEFAULT_OPSET = 17
+# Most `export` accepts between ONNX Runtime's and PyTorch's probabilities (float32 rounding
+# alone stays near 1e-7).
+PARITY_TOLERANCE = 1e-5
 
 
 class _WithSoftmax(nn.Module):
@@ -84,6 +87,26 @@ def export_onnx(model: PaperCNN, path: str | Path, *, opset: int = DEFAULT_OPSET
         model.train(was_training)
         tmp.unlink(missing_ok=True)
     return path
+
+
+def onnx_difference(model: PaperCNN, path: str | Path, *, n_images: int = 8,
+                    seed: int = 0) -> float:
+    """Largest absolute difference between the probabilities ONNX Runtime computes from
+    the file at `path` and those PyTorch computes from `model`, on `n_images` random
+    images: the check `export` runs on every file it writes."""
+    import onnxruntime
+
+    size = model.config.input_size
+    images = torch.rand(n_images, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            expected = torch.softmax(model.eval()(images), dim=1).numpy()
+    finally:
+        model.train(was_training)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+    return float(abs(got - expected).max())
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:
