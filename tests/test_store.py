@@ -1,4 +1,6 @@
-"""The run directory: round trips, refusals (config, dataset, lock, foreign folder), atomicity."""
+"""The run directory: round trips, refusals (config, dataset, lock, foreign folder), atomicity,
+old schemas."""
+import dataclasses
 import json
 import math
 import sqlite3
@@ -12,6 +14,7 @@ from leukolearn.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.protocol import ProtocolOptions, make_plan
 from leukolearn.store import DatasetInfo, RunStore
+from leukolearn.summary import summarize_store
 from leukolearn.sweep import JobOutcome
 
 CONFIG = {"protocol": "all", "options": {"folds": 4, "sizes": [4, 8]}, "metric": "auc"}
@@ -138,3 +141,95 @@ def test_schema_is_one_row_per_job(tmp_path, cells, plan):
     assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone() == (1,)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     assert conn.execute("SELECT COUNT(*) FROM images").fetchone() == (len(cells),)
+
+
+def test_restarts_round_trip_and_copy(tmp_path, cells, plan):
+    a, b = plan[0], plan[1]
+
+    def create(path):
+        return RunStore.create_or_resume(path, config=CONFIG, dataset=info(cells), cells=cells)
+
+    with create(tmp_path / "one") as store:
+        store.record_done(a, dataclasses.replace(outcome(a), restarts=2),
+                          cells.labels[list(a.test_idx)])
+        store.record_failed(b, "RuntimeError: boom")  # no training finished: not recorded
+    with RunStore.open(tmp_path / "one") as source, create(tmp_path / "two") as copy:
+        records = source.results(include_failed=True)
+        assert {r.job_id: r.restarts for r in records} == {a.job_id: 2, b.job_id: None}
+        copy.copy_job_from(source, a.job_id)
+        assert [r.restarts for r in copy.results()] == [2]
+
+
+# run.sqlite's jobs table as versions before schema 2 created it: no restarts column.
+_JOBS_V1 = """
+CREATE TABLE jobs (
+    job_id TEXT PRIMARY KEY, fold INTEGER NOT NULL, size INTEGER NOT NULL,
+    replicate INTEGER NOT NULL, seed INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('done', 'failed')), metric_name TEXT, metric REAL,
+    best_epoch INTEGER, epochs_run INTEGER, seconds REAL, degenerate INTEGER, error TEXT,
+    train_idx BLOB, val_idx BLOB, test_idx BLOB, test_labels BLOB, test_probs BLOB,
+    history TEXT, weights TEXT, finished_at TEXT NOT NULL
+);
+"""
+
+
+def make_v1_run(path, cells, plan):
+    """A run directory whose run.sqlite has the schema-1 jobs table, with two jobs in it."""
+    with RunStore.create_or_resume(path, config=CONFIG, dataset=info(cells), cells=cells) as store:
+        for job in plan[:2]:
+            store.record_done(job, outcome(job), cells.labels[list(job.test_idx)])
+    conn = sqlite3.connect(path / "run.sqlite")
+    with conn:
+        conn.execute("ALTER TABLE jobs RENAME TO new_jobs")
+        conn.executescript(_JOBS_V1)
+        cols = ", ".join(row[1] for row in conn.execute("PRAGMA table_info(jobs)"))
+        conn.execute(f"INSERT INTO jobs SELECT {cols} FROM new_jobs")
+        conn.execute("DROP TABLE new_jobs")
+        conn.execute("PRAGMA user_version = 1")
+    conn.execute("VACUUM")
+    conn.close()
+
+
+def jobs_columns_and_version(path):
+    conn = sqlite3.connect(f"file:{path / 'run.sqlite'}?mode=ro", uri=True)
+    try:
+        return ({row[1] for row in conn.execute("PRAGMA table_info(jobs)")},
+                conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_run_of_an_older_schema_reads_and_resumes(tmp_path, cells, plan):
+    run = tmp_path / "run"
+    make_v1_run(run, cells, plan)
+    before = (run / "run.sqlite").read_bytes()
+    assert "restarts" not in jobs_columns_and_version(run)[0]
+
+    with RunStore.open(run) as store:  # read-only: the missing column reads as "not recorded"
+        records = store.results()
+        assert [r.restarts for r in records] == [None, None]
+        assert [r.n_restarted for r in summarize_store(store).rows] == [0, 0]
+        with RunStore.create_or_resume(tmp_path / "other", config=CONFIG, dataset=info(cells),
+                                       cells=cells) as other:
+            other.copy_job_from(store, plan[0].job_id)  # from an old run: restarts NULL
+            assert [r.restarts for r in other.results()] == [None]
+    assert (run / "run.sqlite").read_bytes() == before  # reading wrote nothing
+
+    with RunStore.create_or_resume(run, config=CONFIG, dataset=info(cells), cells=cells) as store:
+        columns, version = jobs_columns_and_version(run)
+        assert "restarts" in columns and version == 2
+        assert store.finished_ids() == {j.job_id for j in plan[:2]}  # no row lost
+        job = plan[2]
+        store.record_done(job, dataclasses.replace(outcome(job), restarts=1),
+                          cells.labels[list(job.test_idx)])
+    with RunStore.open(run) as store:
+        assert {r.job_id: r.restarts for r in store.results()} == {
+            plan[0].job_id: None, plan[1].job_id: None, job.job_id: 1}
+        assert store.predictions(plan[0].job_id).probs.shape == (len(plan[0].test_idx), 2)
+    # An older version resuming the migrated run writes user_version 1 back; the column is
+    # there, so the next migration only restores the number.
+    conn = sqlite3.connect(run / "run.sqlite")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    RunStore.create_or_resume(run, config=CONFIG, dataset=info(cells), cells=cells).close()
+    assert jobs_columns_and_version(run)[1] == 2

@@ -14,7 +14,7 @@ from leukolearn.errors import LeukolearnError
 from leukolearn.presets import PRESETS, SweepConfig, get_preset
 from leukolearn.protocol import ProtocolOptions, make_plan
 from leukolearn.store import DatasetInfo, RunStore
-from leukolearn.summary import summarize_store
+from leukolearn.summary import summarize, summarize_store
 from leukolearn.sweep import JobOutcome, run_sweep, sweep_dataset
 
 
@@ -29,10 +29,11 @@ def fake_metric(size, fold):
 
 
 class FakeRunner:
-    def __init__(self, interrupt_after=None, fail=()):
+    def __init__(self, interrupt_after=None, fail=(), restarts=None):
         self.calls = []
         self.interrupt_after = interrupt_after
         self.fail = set(fail)
+        self.restarts = dict(restarts or {})  # job_id -> dead networks re-initialised
 
     def __call__(self, cells, job):
         if self.interrupt_after is not None and len(self.calls) >= self.interrupt_after:
@@ -44,7 +45,8 @@ class FakeRunner:
         probs = rng.dirichlet([1, 1], size=len(job.test_idx))
         return JobOutcome(metric=fake_metric(job.size, job.fold), best_epoch=job.size % 7,
                           epochs_run=9, seconds=0.0, degenerate=job.job_id.startswith("f01-n4"),
-                          test_probs=probs, history=[{"epoch": 1, "val_loss": 0.1}])
+                          test_probs=probs, history=[{"epoch": 1, "val_loss": 0.1}],
+                          restarts=self.restarts.get(job.job_id, 0))
 
 
 OPTIONS = ProtocolOptions(folds=4, sizes=(4, 8, 12))
@@ -166,6 +168,52 @@ def test_summary_of_a_fake_run(tmp_path, cells, plan):
     assert lines[0].startswith("metric,size,n_jobs,n_folds,mean,sd")
     assert lines[1].startswith(f"auc,4,4,4,{np.mean([fake_metric(4, f) for f in range(4)]):.4f}")
     assert summary.to_dict()["rows"][0]["size"] == 4
+
+
+def test_restarts_are_stored_and_summarised(tmp_path, cells, plan, capsys, monkeypatch):
+    from leukolearn.cli.sweep_cmds import _print_table
+
+    restarts = {"f00-n8-s0": 2, "f03-n8-s0": 1, "f01-n12-s0": 3}
+    sweep(tmp_path / "run", cells, plan, FakeRunner(restarts=restarts, fail={"f02-n8-s0"}),
+          jobs=2)  # through worker processes: the outcome is pickled on the way back
+    with RunStore.open(tmp_path / "run") as store:
+        records = store.results(include_failed=True)
+        summary = summarize_store(store)
+    assert {r.job_id: r.restarts for r in records if r.restarts} == restarts
+    assert {r.job_id: r.restarts for r in records if r.status == "failed"} == {"f02-n8-s0": None}
+    assert [r.n_restarted for r in summary.rows] == [0, 2, 1]  # jobs, not restarts
+    assert summary.to_dict()["rows"][1]["n_restarted"] == 2
+    lines = summary.to_csv().splitlines()
+    assert lines[0].endswith(",n_failed,n_restarted") and lines[2].endswith(",1,2")
+
+    monkeypatch.setenv("COLUMNS", "120")  # rich's width when not on a terminal
+    _print_table(summary, tmp_path / "run")
+    assert "restarted" in capsys.readouterr().out
+    _print_table(summarize([dataclasses.replace(r, restarts=0) for r in records]), tmp_path)
+    assert "restarted" not in capsys.readouterr().out  # no restarts: the table stays narrow
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_training_runner_passes_restarts_on(cells, plan, monkeypatch, batched):
+    """Both the one-job path (train_model) and the batched one (train_many) count restarts."""
+    import leukolearn.batched
+    import leukolearn.train
+    from leukolearn.sweep import TrainingRunner
+    from leukolearn.train import TrainConfig, TrainResult
+
+    def result(job_seed):
+        return TrainResult(model=None, best_epoch=1, epochs_run=2, restarts=job_seed % 3)
+
+    monkeypatch.setattr(leukolearn.train, "train_model",
+                        lambda cells, train, val, config, *, seed: result(seed))
+    monkeypatch.setattr(leukolearn.batched, "train_many",
+                        lambda cells, jobs, config: [result(seed) for _, _, seed in jobs])
+    monkeypatch.setattr(leukolearn.train, "predict_proba",  # no network to run
+                        lambda model, images: np.full((len(images), 2), 0.5, dtype=np.float32))
+    runner = TrainingRunner(TrainConfig(restarts=3))
+    jobs = plan[:3]
+    outcomes = runner.run_many(cells, jobs) if batched else [runner(cells, j) for j in jobs]
+    assert [o.restarts for o in outcomes] == [j.seed % 3 for j in jobs]
 
 
 def test_multiclass_summary_has_confusion_counts(tmp_path):

@@ -40,7 +40,7 @@ import numpy as np
 
 from leukolearn.errors import LeukolearnError
 # DatasetInfo and current_versions are imported from here by other modules: keep them here.
-from leukolearn.store_io import (_SCHEMA, SCHEMA_VERSION, DatasetInfo, _from_npy, _plain,
+from leukolearn.store_io import (_SCHEMA, DatasetInfo, _from_npy, _migrate, _plain,
                                  _replace_file, _to_npy, _write_json, _write_weights,
                                  current_versions)
 
@@ -75,6 +75,9 @@ class JobRecord:
     error: str | None
     weights: str | None
     finished_at: str
+    # Dead networks re-initialised before the kept one; None: not recorded (a failed job,
+    # or a job saved by a version before run.sqlite schema 2).
+    restarts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ class RunStore:
             conn.execute("PRAGMA synchronous = FULL")
             with conn:
                 conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                _migrate(conn)  # a run written by an older version gains the new columns
                 if cells is not None and not conn.execute("SELECT 1 FROM images LIMIT 1").fetchone():
                     conn.executemany(
                         "INSERT INTO images VALUES (?, ?, ?)",
@@ -195,7 +198,10 @@ class RunStore:
     def results(self, *, include_failed: bool = False) -> list[JobRecord]:
         """Finished jobs (and failed ones if asked), ordered by size, fold, replicate."""
         where = "" if include_failed else "WHERE status = 'done'"
-        cols = ", ".join(JobRecord.__dataclass_fields__)
+        # A run of an older version opened read-only lacks the newer columns (only a writer
+        # migrates): read them as NULL, "not recorded".
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+        cols = ", ".join(c if c in have else f"NULL AS {c}" for c in JobRecord.__dataclass_fields__)
         rows = self._conn.execute(f"SELECT {cols} FROM jobs {where} ORDER BY size, fold, replicate")
         return [_record(row) for row in rows]
 
@@ -243,6 +249,7 @@ class RunStore:
                 "test_labels": _to_npy(np.asarray(test_labels, dtype=np.int64)),
                 "test_probs": _to_npy(np.asarray(outcome.test_probs, dtype=np.float32)),
                 "history": json.dumps(_plain(outcome.history)), "weights": weights,
+                "restarts": int(outcome.restarts),
             })
         except BaseException as exc:  # a full disk, Ctrl-C
             if weights is not None and not self._has_done_row(job.job_id):
@@ -262,7 +269,8 @@ class RunStore:
     def copy_job_from(self, other: "RunStore", job_id: str) -> None:
         """Copy a finished job of run `other` (its row and weights file) as record_done saves
         it: the weights file first, then the row. The caller checks that both runs compute
-        the same job (config, dataset, split); finished_at stays when it was trained."""
+        the same job (config, dataset, split); finished_at stays when it was trained, and
+        restarts as recorded (NULL when `other` was written before they were)."""
         self._require_writer()
         cursor = other._conn.execute("SELECT * FROM jobs WHERE job_id = ? AND status = 'done'",
                                      (job_id,))

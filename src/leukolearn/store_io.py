@@ -1,6 +1,7 @@
 """The run directory's low-level pieces, below `leukolearn.store.RunStore`.
 
-- the SQLite schema of run.sqlite (`_SCHEMA`, `SCHEMA_VERSION`);
+- the SQLite schema of run.sqlite (`_SCHEMA`, `SCHEMA_VERSION`) and the upgrade of a run
+  written by an older version (`_migrate`);
 - the records written to dataset.json (`DatasetInfo`) and versions.json (`current_versions`);
 - atomic writes: a temporary file, fsynced, renamed onto the target, then the directory
   fsynced, so a file is either whole or absent even after a crash or a power cut
@@ -16,6 +17,7 @@ import io
 import json
 import os
 import platform
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -28,7 +30,8 @@ from leukolearn.errors import LeukolearnError
 if TYPE_CHECKING:  # pragma: no cover
     from leukolearn.cellimages import CellImages
 
-SCHEMA_VERSION = 1
+# PRAGMA user_version of run.sqlite. 1: the first schema; 2: jobs.restarts.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -55,9 +58,34 @@ CREATE TABLE IF NOT EXISTS jobs (
     test_probs  BLOB,               -- float32 .npy (n_test, n_classes)
     history     TEXT,               -- JSON: [{epoch, train_loss, val_loss, seconds}, ...]
     weights     TEXT,               -- path relative to the run dir; NULL if no model was kept
-    finished_at TEXT NOT NULL       -- UTC, ISO 8601
+    finished_at TEXT NOT NULL,      -- UTC, ISO 8601
+    -- Dead networks re-initialised before the kept one (TrainConfig.restarts); NULL: not
+    -- recorded (a failed job, or a row written before schema 2). Last, where ALTER TABLE
+    -- puts it in a migrated run, so new and migrated files have the same column order.
+    restarts    INTEGER
 );
 """
+
+# Columns added since schema 1, as `_migrate` adds them to an older run.sqlite.
+_ADDED_COLUMNS = {"restarts": "INTEGER"}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a run.sqlite written by an older version up to this schema, in place: the
+    columns added since get NULL in existing rows ("not recorded"), which every reader
+    accepts, so a run can be resumed across an upgrade. Run after `_SCHEMA`, which creates
+    the tables of a new run but leaves existing ones as they are. Each step is atomic and
+    harmless to repeat, so a crash in between leaves a file the next open finishes.
+
+    The columns present decide, not user_version alone: an older version resuming a
+    migrated run writes its own, lower, user_version back. A higher user_version (a newer
+    version's file) is left as it is."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 @dataclass(frozen=True)

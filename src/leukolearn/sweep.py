@@ -45,6 +45,9 @@ class JobOutcome:
     history: list[dict]
     model: Any = None  # torch module, state dict, or None (then no weights file)
     metric_name: str = "auc"
+    # Dead networks re-initialised before this one (TrainConfig.restarts): stored, so a
+    # summary can say which results needed them.
+    restarts: int = 0
 
 
 Runner = Callable[[CellImages, Job], JobOutcome]
@@ -94,6 +97,8 @@ class TrainingRunner:
             metric=float(metric), best_epoch=result.best_epoch, epochs_run=result.epochs_run,
             seconds=result.seconds, degenerate=result.degenerate, test_probs=probs,
             history=result.history, model=result.model, metric_name=self.metric,
+            # train_model and batched.train_many (run_many) both count restarts per job.
+            restarts=result.restarts,
         )
 
 

@@ -162,12 +162,19 @@ def _print_table(result, run: Path) -> None:
     def fmt(x: float) -> str:
         return "–" if x != x else f"{x:.3f}"
 
+    # The restarted column only when a job was restarted: most runs (restarts 0) have none,
+    # and the table should stay narrow enough for a terminal.
+    restarted = any(r.n_restarted for r in result.rows)
     table = Table(title=f"{run}: test {result.metric_name} per training size")
-    for col in ("size", "n", "mean ± s.d.", "median", "min", "max", "degenerate", "failed"):
+    cols = ["size", "n", "mean ± s.d.", "median", "min", "max", "degenerate", "failed"]
+    for col in cols + (["restarted"] if restarted else []):
         table.add_column(col, justify="right")
     for r in result.rows:
-        table.add_row(str(r.size), str(r.n_jobs), f"{fmt(r.mean)} ± {fmt(r.sd)}", fmt(r.median),
-                      fmt(r.min), fmt(r.max), str(r.n_degenerate), str(r.n_failed))
+        cells = [str(r.size), str(r.n_jobs), f"{fmt(r.mean)} ± {fmt(r.sd)}", fmt(r.median),
+                 fmt(r.min), fmt(r.max), str(r.n_degenerate), str(r.n_failed)]
+        if restarted:
+            cells.append(str(r.n_restarted))
+        table.add_row(*cells)
     Console().print(table)
 
 

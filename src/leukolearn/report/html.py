@@ -261,6 +261,8 @@ def _summary_table(summary: Summary, paper, paper_at: Mapping[int, int], metric:
             notes.append(f"{r.n_undefined} undefined")
         if r.n_failed:
             notes.append(f"{r.n_failed} failed")
+        if r.n_restarted:
+            notes.append(f"{r.n_restarted} restarted")
         cells = [str(r.size), str(r.n_jobs), str(r.n_folds), _pm(r.mean, r.sd), _f(r.median),
                  f"{_f(r.min)} – {_f(r.max)}" if r.n_jobs else "–"]
         if paper is not None:
