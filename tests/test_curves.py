@@ -1,4 +1,5 @@
 """Learning-curve fits and the annotation budget (`leukolearn plan`)."""
+import dataclasses
 import json
 import math
 
@@ -112,6 +113,28 @@ def test_plan_command_end_to_end(curve_run, tmp_path, capsys):
           "--validate-at", "160", "--figure-dir", str(tmp_path)])
     text = capsys.readouterr().out
     assert "validation: fitted on sizes <= 80" in text and "n = 160" in text
+
+
+class DyingRunner(CurveRunner):
+    """CurveRunner, but the network of fold 0 at size 80 dies (AUC 0.5, degenerate)."""
+
+    def __call__(self, cells, job):
+        outcome = super().__call__(cells, job)
+        if (job.fold, job.size) == (0, 80):
+            outcome = dataclasses.replace(outcome, metric=0.5, degenerate=True)
+        return outcome
+
+
+def test_without_dead_leaves_dead_networks_out_of_the_fit(tmp_path):
+    options = ProtocolOptions(folds=5, sizes=(10, 20, 40, 80, 160))
+    run = fill_fake_run(tmp_path / "run", DyingRunner(), n=300, options=options)
+    with RunStore.open(run) as store:
+        _, _, values, _ = metric_table(store.results())
+        _, _, alive, _ = metric_table(store.results(), without_dead=True)
+    assert values[3, 0] == 0.5 and np.isnan(alive[3, 0])
+    assert np.array_equal(np.delete(values, 3, axis=0), np.delete(alive, 3, axis=0))
+    assert np.nanmean(alive[3]) > np.mean(values[3]) + 0.05  # the dead one pulled the mean down
+    assert plan_from_store(run, 0.95, n_boot=50, without_dead=True).fit.a == pytest.approx(TRUE[0], abs=0.03)
 
 
 def test_plan_on_a_missing_run_is_a_one_line_error(tmp_path, capsys):

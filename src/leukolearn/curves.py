@@ -83,10 +83,15 @@ def fit_inverse_power_law(sizes: Sequence[float], values: Sequence[float]) -> Cu
     return CurveFit(*(float(v) for v in params))
 
 
-def metric_table(records: Iterable) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+def metric_table(records: Iterable, *, without_dead: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """(sizes, folds, values (n_sizes, n_folds), metric name) from a store's JobRecords;
-    replicates of a (size, fold) are averaged; NaN where nothing finished."""
-    done = [r for r in records if r.status == "done"]
+    replicates of a (size, fold) are averaged; NaN where nothing finished.
+
+    without_dead: leave out dead networks (constant predictions, `degenerate`): they
+    failed to train, which `--restarts` mends, and say nothing of how many images are
+    needed; a few of them pull a mean curve down at random sizes."""
+    done = [r for r in records if r.status == "done" and not (without_dead and r.degenerate)]
     if not done:
         raise LeukolearnError("the run has no finished jobs yet")
     sizes = np.array(sorted({r.size for r in done}))
@@ -320,12 +325,13 @@ def _quantiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def plan_from_store(run: str | Path, target: float, **kwargs) -> LearningCurvePlan:
+def plan_from_store(run: str | Path, target: float, *, without_dead: bool = False,
+                    **kwargs) -> LearningCurvePlan:
     """`plan_annotation` on a run directory's finished jobs (test metric per fold and size)."""
     from leukolearn.store import RunStore
 
     with RunStore.open(run) as store:
-        sizes, _folds, values, name = metric_table(store.results())
+        sizes, _folds, values, name = metric_table(store.results(), without_dead=without_dead)
     return plan_annotation(sizes, values, target, metric_name=name, **kwargs)
 
 

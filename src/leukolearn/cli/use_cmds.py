@@ -156,6 +156,9 @@ def plan(
     confidence: float = typer.Option(0.95, "--confidence"),
     figure_dir: Optional[Path] = typer.Option(None, "--figure-dir", help="Where learning_curve_plan"
                                               ".png/.svg go (default: RUN/figures)."),
+    without_dead: bool = typer.Option(False, "--without-dead", help="Leave out dead networks "
+                                      "(constant predictions): they failed to train, which "
+                                      "--restarts mends, whatever the number of images."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ):
     """How many annotated training images reach a target AUC, with a CI.
@@ -167,7 +170,8 @@ def plan(
     from leukolearn.report.figures import save_figure
 
     result = plan_from_store(run, target, fit_max=fit_max, validate_at=validate_at,
-                             n_boot=n_boot, seed=seed, confidence=confidence)
+                             n_boot=n_boot, seed=seed, confidence=confidence,
+                             without_dead=without_dead)
     written = save_figure(learning_curve_figure(result), figure_dir or run / "figures",
                           "learning_curve_plan")
     if as_json:
