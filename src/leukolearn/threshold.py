@@ -15,8 +15,9 @@ Threshold (`resolve_threshold`), first that applies:
    somewhat more confident than the single fold models the threshold was chosen on.
 3. `target_sensitivity` given, model file: refused unless the model carries a threshold
    chosen for that target by `calibrate_model` (`leukolearn calibrate`), which stores it
-   with its calibration in `ModelConfig.extra`; by default on the validation images listed
-   in the `split.json` that `leukolearn train` wrote beside the model.
+   with its calibration in `ModelConfig.extra`; by default on the validation images of the
+   model's split (`held_out_ids`: the `split.json` that `leukolearn train` wrote beside the
+   model, or the run store of a sweep's `RUN/weights/<job>.safetensors`).
 4. a threshold stored in the model (`calibrate_model`);
 5. 0.5.
 """
@@ -80,6 +81,38 @@ def run_validation_predictions(run: Path, size: int, positive: Sequence[int]
                 ys.append(np.isin(pred.labels, positive))
                 ps.append(pred.probs[:, positive].sum(axis=1))
     return np.concatenate(ys), np.clip(np.concatenate(ps), 0, 1)
+
+
+def held_out_ids(model_file: Path, part: str) -> tuple[set[str], str]:
+    """The image ids of `part` ("val" or "test") of the split a model file was trained on,
+    and where they were read: the split.json `leukolearn train` wrote beside it, or, for a
+    sweep's RUN/weights/<job>.safetensors, that job's row in the run store."""
+    import json
+
+    from leukolearn.predict import is_run_dir
+
+    split_file = model_file.parent / "split.json"
+    run = model_file.parent.parent
+    if split_file.is_file():
+        ids, where = set(json.loads(split_file.read_text()).get(part, [])), str(split_file)
+    elif model_file.parent.name == "weights" and is_run_dir(run):
+        from leukolearn.store import RunStore
+
+        job_id = model_file.name.removesuffix(".safetensors")
+        with RunStore.open(run) as store:
+            if job_id not in store.finished_ids():
+                raise LeukolearnError(f"{run} has no finished job {job_id!r} for {model_file}")
+            train, val, test = store.split(job_id)
+            names = store.image_ids()
+        ids = {names[i] for i in {"val": val, "test": test}.get(part, [])}
+        where = f"job {job_id} of run {run}"
+    else:
+        raise LeukolearnError(f"--part {part}: no split.json beside {model_file} and it is not "
+                              "a sweep's weights file; use --part all with images the model "
+                              "was not trained on")
+    if not ids:
+        raise LeukolearnError(f"{where} lists no {part!r} images")
+    return ids, where
 
 
 def stored_calibration(model: PaperCNN) -> dict | None:

@@ -85,7 +85,9 @@ def calibrate(
     target_sensitivity: float = typer.Option(..., "--target-sensitivity", help="e.g. 0.95"),
     out: Path = typer.Option(..., "--out", help="The calibrated copy of the model (.safetensors)."),
     part: str = typer.Option("val", "--part", help="Images to calibrate on: 'val' or 'test' of the "
-                             "split.json beside the model, or 'all' (a held-out labelled set)."),
+                             "model's split (the split.json beside it, or the run store of a "
+                             "sweep's RUN/weights/<job>.safetensors), or 'all' (a held-out "
+                             "labelled set)."),
     positive: Optional[str] = PositiveOpt,
     size: Optional[int] = SizeOpt,
     label_table: Optional[Path] = LabelTableOpt,
@@ -102,6 +104,7 @@ def calibrate(
     from leukolearn.errors import LeukolearnError
     from leukolearn.model import save_model
     from leukolearn.predict import MODEL_FILE, calibrate_model, load_predictor
+    from leukolearn.threshold import held_out_ids
 
     predictor = load_predictor(model)
     if predictor.kind != "model":
@@ -117,18 +120,12 @@ def calibrate(
     idx = np.arange(len(cells))
     source = f"all {len(cells)} images of {root}"
     if part != "all":
-        split_file = predictor.source.parent / "split.json"
-        if not split_file.is_file():
-            raise LeukolearnError(f"--part {part}: no split.json beside {predictor.source}; "
-                                  "use --part all with images the model was not trained on")
-        wanted = set(json.loads(split_file.read_text()).get(part, []))
-        if not wanted:
-            raise LeukolearnError(f"{split_file} lists no {part!r} images")
+        wanted, where = held_out_ids(predictor.source, part)
         idx = np.array([i for i, image_id in enumerate(cells.image_ids) if image_id in wanted])
         if len(idx) < len(wanted):
-            raise LeukolearnError(f"{len(wanted) - len(idx)} of the {part} images in {split_file} "
+            raise LeukolearnError(f"{len(wanted) - len(idx)} of the {part} images of {where} "
                                   f"are not in {root}")
-        source = f"the {len(idx)} {part} images of {split_file}"
+        source = f"the {len(idx)} {part} images of {where}"
     calibrated = calibrate_model(network, cells.images[idx], cells.labels[idx], target_sensitivity,
                                  source=source)
     if out.is_dir():
