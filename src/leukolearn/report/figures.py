@@ -314,7 +314,9 @@ def auc_vs_size(
         ax.set_ylabel(metric_name)
         ax.grid(axis="y", lw=0.5, color="0.88", zorder=0)
         ax.set_axisbelow(True)
-        ax.legend(handles=handles, loc="lower right")
+        # Below the axes: low outliers (dead networks at 0.5) sit where a corner legend would.
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  ncol=len(handles))
         if title:
             ax.set_title(title, pad=6 + 12 * len(rows))
     return fig

@@ -50,11 +50,12 @@ def make_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> 
     values = [np.array([r.metric for r in records if r.size == s], dtype=float) for s in sizes]
     degenerate = [sum(r.degenerate for r in records if r.size == s) for s in sizes]
     task = "binary" if n_classes == 2 else "multiclass"
+    paper = _match_sizes(paper_reference(store.dataset_info.name, task), sizes)
     written += save_figure(
-        auc_vs_size(sizes, values, metric_name=METRIC_LABELS.get(metric, metric),
-                    paper=_match_sizes(paper_reference(store.dataset_info.name, task), sizes),
-                    degenerate=degenerate,
-                    chance_level=0.5 if metric == "auc" else None),
+        auc_vs_size(sizes, values, metric_name=METRIC_LABELS.get(metric, metric), paper=paper,
+                    degenerate=degenerate, chance_level=0.5 if metric == "auc" else None,
+                    # "reproduction" only beside the paper's numbers; else it is just folds
+                    label="This reproduction" if paper else "Over folds"),
         out, "fig4a_metric_vs_size")
 
     if n_classes > 2 and summary.confusion:
