@@ -249,3 +249,131 @@ def test_single_model_needs_calibration_for_a_target_sensitivity(patients, tmp_p
 
     info = load_model(calibrated).config.extra["calibration"]
     assert info["reliability"]["n"] == len(val) and "val images" in info["source"]
+
+
+# ---- the adjusted count: corrected for the error rates at the threshold --------------------
+ADJUSTED_COLUMNS = ["adjusted_fraction", "adjusted_ci_low", "adjusted_ci_high", "call_on"]
+
+
+def pooled_rates(run_dir, size, threshold, job_id=None):
+    with RunStore.open(run_dir) as store:
+        preds = [store.predictions(r.job_id) for r in store.results()
+                 if (r.size == size if job_id is None else r.job_id == job_id)]
+    p = np.concatenate([x.probs[:, 1] for x in preds])
+    y = np.concatenate([x.labels for x in preds]) == 1
+    return np.mean(p[y] >= threshold), np.mean(p[~y] >= threshold), int(y.sum()), int((~y).sum())
+
+
+def test_run_counts_are_corrected_for_its_error_rates(fake_run, patients, tmp_path, capsys):
+    from leukolearn.sample_stats import adjusted_count
+
+    out = tmp_path / "out"
+    code, stdout, err = run(["predict", str(fake_run), str(patients), "--out", str(out),
+                             "--threshold", "0.55"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    tpr, fpr, n_pos, n_neg = pooled_rates(fake_run, 12, 0.55)
+    rates = summary["error_rates"]
+    assert (rates["tpr"], rates["fpr"]) == pytest.approx((tpr, fpr))
+    assert (rates["n_positive"], rates["n_negative"]) == (n_pos, n_neg) == (30, 30)
+    assert "pooled test-fold predictions" in rates["source"]
+    assert summary["adjusted_count"]["applied"] and summary["adjusted_count"]["why_not"] is None
+    header = (out / "samples.csv").read_text().splitlines()[0].split(",")
+    assert header == ["sample", "n_cells", "n_blasts", "blast_fraction", "ci_low", "ci_high",
+                      "above_threshold", "call", *ADJUSTED_COLUMNS]
+    for row in read_csv(out / "samples.csv"):  # every cell 0.6 >= 0.55: q = 1
+        q = float(row["blast_fraction"])
+        expected = adjusted_count(q, tpr, fpr)
+        assert float(row["adjusted_fraction"]) == pytest.approx(expected, abs=1e-4)
+        assert float(row["adjusted_ci_low"]) <= float(row["adjusted_fraction"]) \
+            <= float(row["adjusted_ci_high"])
+        assert row["call_on"] == "adjusted"
+    assert "adjusted" in stdout and "TPR" in stdout
+    # the rates follow the threshold in use
+    code, _, err = run(["predict", str(fake_run), str(patients), "--out", str(out),
+                        "--threshold", "0.7", "--json"], capsys)
+    assert code == 0, err
+    rates = json.loads((out / "summary.json").read_text())["error_rates"]
+    assert (rates["tpr"], rates["fpr"]) == pytest.approx(pooled_rates(fake_run, 12, 0.7)[:2])
+    # --raw-count: no correction, the call on the raw interval
+    code, stdout, err = run(["predict", str(fake_run), str(patients), "--out", str(out),
+                             "--threshold", "0.55", "--raw-count"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["error_rates"] is None and not summary["adjusted_count"]["applied"]
+    assert "--raw-count" in summary["adjusted_count"]["why_not"]
+    for row in read_csv(out / "samples.csv"):
+        assert [row[c] for c in ADJUSTED_COLUMNS] == ["", "", "", "raw"]
+        assert row["call"] == "above"  # 100 % raw, whole interval above 20 %
+    for s in summary["samples"]:
+        assert s["adjusted_fraction"] is None and s["call_on"] == "raw"
+    assert "adjusted (" not in stdout
+
+
+def test_a_sweeps_weights_file_uses_its_jobs_test_predictions(fake_run, patients, tmp_path,
+                                                              capsys):
+    with RunStore.open(fake_run) as store:
+        job = next(r.job_id for r in store.results() if r.size == 12)
+        weights = store.weights_path(job)
+    out = tmp_path / "out"
+    code, _, err = run(["predict", str(weights), str(patients), "--out", str(out)], capsys)
+    assert code == 0, err
+    rates = json.loads((out / "summary.json").read_text())["error_rates"]
+    tpr, fpr, n_pos, n_neg = pooled_rates(fake_run, 12, 0.5, job_id=job)
+    assert (rates["tpr"], rates["fpr"]) == pytest.approx((tpr, fpr))
+    assert (rates["n_positive"], rates["n_negative"]) == (n_pos, n_neg) == (10, 10)
+    assert job in rates["source"]
+    assert read_csv(out / "samples.csv")[0]["call_on"] == "adjusted"
+
+
+def test_a_plain_model_has_no_error_rates(patients, tmp_path, capsys):
+    save_model(constant_model(0.7), tmp_path / "model.safetensors")
+    out = tmp_path / "out"
+    code, stdout, err = run(["predict", str(tmp_path / "model.safetensors"), str(patients),
+                             "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["error_rates"] is None and "calibrate" in summary["adjusted_count"]["why_not"]
+    rows = read_csv(out / "samples.csv")
+    assert all(r["call_on"] == "raw" and r["adjusted_fraction"] == "" for r in rows)
+    assert "adjusted (" not in stdout and "not corrected" in stdout
+
+
+def test_a_calibrated_model_uses_its_stored_rates_at_its_threshold(patients, tmp_path, capsys):
+    from dataclasses import replace
+
+    from leukolearn.calibration import ThresholdChoice, reliability_curve
+    from leukolearn.model import PaperCNN
+    from leukolearn.predict import error_rates
+
+    def calibrated(sensitivity, specificity):
+        base = constant_model(0.7)
+        choice = ThresholdChoice(0.6, 0.9, sensitivity, specificity, 40, 60, "val")
+        curve = reliability_curve(np.array([0, 1]), np.array([0.2, 0.8])).to_dict()
+        extra = {"threshold": 0.6, "calibration": {"positive": ["blast"], "source": "the val",
+                                                    "threshold": choice.to_dict(),
+                                                    "reliability": curve}}
+        model = PaperCNN(replace(base.config, extra=extra))
+        model.load_state_dict(base.state_dict())
+        save_model(model, tmp_path / "cal.safetensors")
+        return load_predictor(tmp_path / "cal.safetensors")
+
+    predictor = calibrated(0.9, 0.8)
+    rates, note = error_rates(predictor, [1], 0.6)
+    assert (rates.tpr, rates.fpr) == pytest.approx((0.9, 0.2))
+    assert (rates.n_positive, rates.n_negative) == (40, 60) and "calibrate" in rates.source
+    rates, note = error_rates(predictor, [1], 0.3)  # --threshold: rates unknown there
+    assert rates is None and "0.6" in note
+    rates, _ = error_rates(calibrated(0.5, 0.55), [1], 0.6)  # TPR - FPR = 0.05: not usable
+    assert rates is not None and not rates.usable
+    out = tmp_path / "out"
+    code, stdout, err = run(["predict", str(tmp_path / "cal.safetensors"), str(patients),
+                             "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["threshold"]["value"] == pytest.approx(0.6)
+    assert summary["error_rates"]["separation"] == pytest.approx(0.05)
+    assert not summary["adjusted_count"]["applied"]
+    assert "TPR - FPR" in summary["adjusted_count"]["why_not"]
+    assert all(r["call_on"] == "raw" for r in read_csv(out / "samples.csv"))
+    assert "adjusted (" not in stdout

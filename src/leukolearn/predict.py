@@ -13,7 +13,10 @@ Samples: each folder given holds one sample per subfolder (all images below it);
 lying directly in a given folder form the sample named after that folder; a file given on
 its own belongs to its parent folder's sample. A CSV given instead is a manifest with a
 `path` column (relative to the CSV's folder) and the sample in `sample_col`. Per sample:
-the blast fraction, its Wilson interval and the diagnostic call (`leukolearn.sample_stats`).
+the blast fraction, its Wilson interval and the diagnostic call (`leukolearn.sample_stats`);
+where the classifier's error rates at the threshold are known from held-out labelled cells
+(`leukolearn.threshold.error_rates`) also the adjusted count, corrected for them, with its
+interval, and the call is made on that (`raw_count` switches the correction off).
 
 Outputs (`PredictionReport.write`): cells.csv, samples.csv, summary.json and, where the
 threshold's calibration is known, the reliability diagram.
@@ -33,10 +36,11 @@ from leukolearn.data.decode import fit_to_square, read_image
 from leukolearn.errors import BadFileError, LeukolearnError
 from leukolearn.model import PaperCNN, load_model
 # Re-exported: these lived here before and callers import them from leukolearn.predict.
-from leukolearn.sample_stats import DIAGNOSTIC_THRESHOLD, SampleResult, summarize_sample  # noqa: F401
-from leukolearn.threshold import (ThresholdSetting, calibrate_model, positive_classes,  # noqa: F401
-                                  resolve_threshold, run_validation_predictions,
-                                  stored_calibration)
+from leukolearn.sample_stats import (DIAGNOSTIC_THRESHOLD, MIN_SEPARATION,  # noqa: F401
+                                     ErrorRates, SampleResult, summarize_sample)
+from leukolearn.threshold import (ThresholdSetting, calibrate_model, error_rates,  # noqa: F401
+                                  positive_classes, resolve_threshold,
+                                  run_validation_predictions, stored_calibration)
 from leukolearn.train import predict_proba
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
@@ -214,6 +218,7 @@ class PredictOptions:
     sample_col: str | None = None  # manifest CSV: the column naming the sample
     batch_size: int = 64
     skip_bad: bool = False  # False: the first unreadable image stops with its name
+    raw_count: bool = False  # True: no adjusted count, the call is on the raw count
 
 
 @dataclass
@@ -230,6 +235,13 @@ class PredictionReport:
     calibration: ReliabilityCurve | None
     sample_results: list[SampleResult]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    error_rates: ErrorRates | None = None  # at the threshold; None: no correction
+    error_rates_note: str = ""  # where they come from, or why there are none
+
+    @property
+    def adjusted(self) -> bool:
+        """Whether the samples carry adjusted counts."""
+        return self.error_rates is not None and self.error_rates.usable
 
     def predicted_names(self) -> list[str]:
         names = self.predictor.class_names
@@ -248,10 +260,27 @@ class PredictionReport:
                 "on": self._calibration_source(), **self.calibration.to_dict()},
             "diagnostic_threshold": o.diagnostic_threshold, "confidence": o.confidence,
             "interval": "Wilson score",
+            "error_rates": None if self.error_rates is None else self.error_rates.to_dict(),
+            "adjusted_count": self.adjusted_count_info(),
             "n_cells": len(self.paths), "n_samples": len(self.sample_results),
             "skipped": [{"path": str(p), "problem": why} for p, why in self.skipped],
             "samples": [s.to_dict() for s in self.sample_results],
         }
+
+    def adjusted_count_info(self) -> dict:
+        r = self.error_rates
+        if r is None:
+            why_not = self.error_rates_note
+        elif not r.usable:
+            why_not = (f"TPR - FPR = {r.separation:.3f} < {MIN_SEPARATION:g}: the classifier "
+                       "separates the classes too poorly to correct its count")
+        else:
+            why_not = None
+        return {"applied": self.adjusted, "why_not": why_not,
+                "method": "(q - FPR) / (TPR - FPR) clipped to [0, 1] (adjusted count, Forman "
+                          "2008; Rogan-Gladen); interval from the Wilson intervals of q, TPR "
+                          "and FPR at their extreme corners",
+                "assumes": "TPR and FPR on the new samples equal those on the held-out cells"}
 
     def _calibration_source(self) -> str:
         if self.predictor.kind == "run":
@@ -273,10 +302,13 @@ class PredictionReport:
                                                    self.is_blast, self.score, self.probs):
             cells.append([str(path), sample, pred, int(blast), f"{s:.6f}", *[f"{v:.6f}" for v in p]])
         samples = [["sample", "n_cells", "n_blasts", "blast_fraction", "ci_low", "ci_high",
-                    "above_threshold", "call"]]
+                    "above_threshold", "call", "adjusted_fraction", "adjusted_ci_low",
+                    "adjusted_ci_high", "call_on"]]
         for r in self.sample_results:
             samples.append([r.sample, r.n_cells, r.n_blasts, f"{r.blast_fraction:.4f}",
-                            f"{r.ci_low:.4f}", f"{r.ci_high:.4f}", int(r.above_threshold), r.call])
+                            f"{r.ci_low:.4f}", f"{r.ci_high:.4f}", int(r.above_threshold), r.call,
+                            *[_fmt(v) for v in (r.adjusted_fraction, r.adjusted_ci_low,
+                                                r.adjusted_ci_high)], r.call_on])
         written = [_write_csv(out_dir / "cells.csv", cells), _write_csv(out_dir / "samples.csv", samples)]
         written.append(_write_text(out_dir / "summary.json", json.dumps(self.summary(), indent=2) + "\n"))
         if self.calibration is not None and self.calibration.n:
@@ -320,12 +352,21 @@ def predict_samples(source: str | Path, inputs: Sequence[str | Path], options: P
         raise LeukolearnError("no image could be read")
     score = probs[:, positive].sum(axis=1)
     is_blast = score >= setting.value
+    if o.raw_count:
+        rates, note = None, "switched off (--raw-count)"
+    else:
+        rates, note = error_rates(predictor, positive, setting.value)
     order = list(dict.fromkeys(samples))
     sample_arr = np.array(samples, dtype=object)
-    results = [summarize_sample(s, is_blast[sample_arr == s], o.diagnostic_threshold, o.confidence)
-               for s in order]
+    results = [summarize_sample(s, is_blast[sample_arr == s], o.diagnostic_threshold, o.confidence,
+                                rates) for s in order]
     return PredictionReport(predictor, o, paths, samples, probs, score, is_blast, positive,
-                            setting, curve, results, skipped)
+                            setting, curve, results, skipped, rates, note)
+
+
+def _fmt(v: float) -> str:
+    """4 decimals; empty for NaN (no adjusted count)."""
+    return "" if np.isnan(v) else f"{v:.4f}"
 
 
 def _bad_reason(path: Path) -> str:

@@ -20,6 +20,23 @@ Threshold (`resolve_threshold`), first that applies:
    model, or the run store of a sweep's `RUN/weights/<job>.safetensors`).
 4. a threshold stored in the model (`calibrate_model`);
 5. 0.5.
+
+Error rates at the threshold in use (`error_rates`), for the adjusted count of
+`leukolearn.sample_stats` (TPR and FPR of single cells, measured on held-out labelled cells
+and only where such cells exist), first that applies:
+1. RUN: the pooled test-fold predictions of the size's fold models (those the threshold is
+   chosen on), cut at the threshold in use. The ensemble (mean of the folds) is applied to
+   the new cells but the rates are those of its single fold models; it is usually at least
+   as good, so the correction is, if anything, slightly too strong.
+2. a sweep's RUN/weights/<job>.safetensors: that job's stored test predictions.
+3. a model calibrated by `leukolearn calibrate`, used at its stored threshold: the
+   sensitivity and specificity stored with it (measured on the cells the threshold was
+   chosen on, so the sensitivity is slightly optimistic).
+4. none: no correction (a model from `leukolearn train` keeps its split but not its held-out
+   predictions: calibrate it to get them).
+The correction assumes the classifier's TPR and FPR on a new sample are those measured here:
+the samples may hold more or fewer blasts than these cells, but their cells must look the
+same (same staining, scanner, cell types); otherwise no count from this model is reliable.
 """
 from __future__ import annotations
 
@@ -33,6 +50,7 @@ import numpy as np
 from leukolearn.calibration import ReliabilityCurve, ThresholdChoice, choose_threshold, reliability_curve
 from leukolearn.errors import LeukolearnError
 from leukolearn.model import PaperCNN
+from leukolearn.sample_stats import ErrorRates
 from leukolearn.train import predict_proba
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -176,3 +194,73 @@ def resolve_threshold(predictor: Predictor, positive: Sequence[int], *,
                f"{choice.source or 'held-out labelled cells'}")
         return ThresholdSetting(choice.threshold, how, choice), curve
     return ThresholdSetting(0.5, "default 0.5"), curve
+
+
+def rates_at(y_true: np.ndarray, score: np.ndarray, threshold: float, source: str
+             ) -> ErrorRates | None:
+    """TPR and FPR of `score >= threshold` on labelled cells; None without both classes."""
+    y = np.asarray(y_true).astype(bool).ravel()
+    called = np.asarray(score, dtype=float).ravel() >= threshold
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return None
+    return ErrorRates(float(called[y].mean()), float(called[~y].mean()), n_pos, n_neg, source)
+
+
+def sweep_job(model_file: Path) -> tuple[Path, str] | None:
+    """(RUN, job id) when `model_file` is the weights file of a finished job of a sweep."""
+    from leukolearn.predict import is_run_dir
+    from leukolearn.store import RunStore
+
+    run = model_file.parent.parent
+    if model_file.parent.name != "weights" or not is_run_dir(run):
+        return None
+    job_id = model_file.name.removesuffix(".safetensors")
+    with RunStore.open(run) as store:
+        if job_id not in store.finished_ids():
+            return None
+        weights = store.weights_path(job_id)
+    if weights is None or weights.resolve() != model_file.resolve():
+        return None
+    return run, job_id
+
+
+def error_rates(predictor: Predictor, positive: Sequence[int], threshold: float
+                ) -> tuple[ErrorRates | None, str]:
+    """TPR and FPR at `threshold` by the rules of the module docstring, and a note: where
+    they come from, or why there are none."""
+    names = [predictor.class_names[i] for i in positive]
+    if predictor.kind == "run":
+        y, score = run_validation_predictions(predictor.source, predictor.size, positive)
+        source = (f"pooled test-fold predictions of the {len(predictor.models)} single fold "
+                  f"models at training size {predictor.size}")
+        rates = rates_at(y, score, threshold, source)
+        return rates, source if rates else f"{source} lack blasts or other cells"
+    job = sweep_job(Path(predictor.source))
+    if job is not None:
+        from leukolearn.store import RunStore
+
+        run, job_id = job
+        with RunStore.open(run) as store:
+            pred = store.predictions(job_id)
+        source = f"test predictions of job {job_id} of run {run}"
+        rates = rates_at(np.isin(pred.labels, positive),
+                         np.clip(pred.probs[:, positive].sum(axis=1), 0, 1), threshold, source)
+        return rates, source if rates else f"the {source} lack blasts or other cells"
+    stored = stored_calibration(predictor.models[0])
+    if stored is None:
+        return None, ("no held-out labelled predictions for this model (give a RUN or a sweep's "
+                      "weights file, or run `leukolearn calibrate` on it)")
+    choice = ThresholdChoice(**stored["threshold"])
+    if list(stored.get("positive", names)) != names:
+        return None, (f"the model was calibrated with blasts = {stored['positive']}, "
+                      f"not {names}")
+    if not math.isclose(threshold, choice.threshold, rel_tol=0, abs_tol=1e-9):
+        return None, (f"its error rates are known at its calibrated threshold "
+                      f"{choice.threshold:.4g} only, not at {threshold:.4g}")
+    if choice.specificity is None or math.isnan(choice.specificity) or not choice.n_positive:
+        return None, "its calibration cells lack blasts or other cells"
+    source = (f"sensitivity and specificity stored by `leukolearn calibrate` "
+              f"({stored.get('source') or choice.source or 'held-out labelled cells'})")
+    return ErrorRates(float(choice.sensitivity), 1.0 - float(choice.specificity),
+                      int(choice.n_positive), int(choice.n_negative), source), source

@@ -38,12 +38,18 @@ def predict(
                                              "naming each image's sample.", rich_help_panel=SAMPLES),
     confidence: float = typer.Option(0.95, "--confidence", help="Of the Wilson interval.",
                                      rich_help_panel=SAMPLES),
+    raw_count: bool = typer.Option(False, "--raw-count", help="Do not correct the blast fraction "
+                                   "for the classifier's error rates (the adjusted count); the "
+                                   "call is then on the raw count.", rich_help_panel=SAMPLES),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed in "
                                   "summary.json) instead of stopping at the first."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of a table."),
 ):
     """Blast probability per cell, blast fraction per sample with a 95% CI and a flag.
 
+    Where the classifier's error rates at the threshold are known from held-out labelled
+    cells (a RUN, a sweep's weights file, a calibrated model), the fraction is also
+    corrected for them (adjusted count) and the flag is set on the corrected interval.
     Writes cells.csv, samples.csv and summary.json into --out (and reliability.png
     when calibration data are available).
     """
@@ -51,7 +57,8 @@ def predict(
 
     options = PredictOptions(size=size, threshold=threshold, target_sensitivity=target_sensitivity,
                              positive=split_csv(positive), diagnostic_threshold=diagnostic_threshold,
-                             confidence=confidence, sample_col=sample_col, skip_bad=skip_bad)
+                             confidence=confidence, sample_col=sample_col, skip_bad=skip_bad,
+                             raw_count=raw_count)
     report = predict_samples(model, paths, options, progress=not as_json)
     report.write(out)
     if as_json:
@@ -65,12 +72,27 @@ def predict(
     if report.calibration is not None:
         console.print(f"calibration: ECE {report.calibration.ece:.3f} on {report.calibration.n} "
                       "labelled cells")
+    rates = report.error_rates
+    if rates is not None:
+        console.print(f"error rates at the threshold: TPR {rates.tpr:.3f} on {rates.n_positive} "
+                      f"blasts, FPR {rates.fpr:.3f} on {rates.n_negative} other cells "
+                      f"({rates.source})")
+    if not report.adjusted:
+        console.print(f"raw count, not corrected for error rates: "
+                      f"{report.adjusted_count_info()['why_not']}")
     table = Table(title=f"blast fraction per sample (flag at {diagnostic_threshold:.0%})")
-    for col in ("sample", "cells", "blasts", "fraction", f"{confidence:.0%} CI", "call"):
+    columns = ["sample", "cells", "blasts", "fraction", f"{confidence:.0%} CI"]
+    if report.adjusted:
+        columns.append(f"adjusted ({confidence:.0%} CI)")
+    for col in (*columns, "call"):
         table.add_column(col, justify="left" if col in ("sample", "call") else "right")
     for r in report.sample_results:
-        table.add_row(r.sample, str(r.n_cells), str(r.n_blasts), f"{r.blast_fraction:.1%}",
-                      f"{r.ci_low:.1%} - {r.ci_high:.1%}", r.call)
+        cells = [r.sample, str(r.n_cells), str(r.n_blasts), f"{r.blast_fraction:.1%}",
+                 f"{r.ci_low:.1%} - {r.ci_high:.1%}"]
+        if report.adjusted:
+            cells.append(f"{r.adjusted_fraction:.1%} ({r.adjusted_ci_low:.1%} - "
+                         f"{r.adjusted_ci_high:.1%})")
+        table.add_row(*cells, r.call)
     console.print(table)
     if report.skipped:
         console.print(f"[yellow]{len(report.skipped)} unreadable images skipped[/yellow]")

@@ -1,0 +1,130 @@
+"""The adjusted count: a sample's blast fraction corrected for the classifier's TPR and FPR
+(Forman 2008; Rogan-Gladen), its interval, and the call made on it."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from leukolearn.metrics import wilson_interval
+from leukolearn.sample_stats import (ErrorRates, adjusted_count, adjusted_interval,
+                                     summarize_sample)
+
+
+def rates(tpr, fpr, n_positive=200, n_negative=200):
+    return ErrorRates(tpr, fpr, n_positive, n_negative, "test")
+
+
+def cells(k, n):
+    return np.array([True] * k + [False] * (n - k))
+
+
+# ---- the formula ---------------------------------------------------------------------------
+def test_adjusted_count_on_known_numbers():
+    # 20 % blasts: 0.9 * 0.2 + 0.1 * 0.8 = 0.26 of the cells are called blasts
+    assert adjusted_count(0.26, 0.9, 0.1) == pytest.approx(0.2)
+    assert adjusted_count(0.05, 0.9, 0.1) == 0.0  # fewer called than false positives: clipped
+    assert adjusted_count(0.95, 0.9, 0.1) == 1.0  # more called than the TPR allows: clipped
+    for q in (0.0, 0.13, 0.5, 1.0):  # a perfect classifier changes nothing
+        assert adjusted_count(q, 1.0, 0.0) == pytest.approx(q)
+    assert math.isnan(adjusted_count(0.3, 0.4, 0.4))  # no separation: undefined
+
+
+def test_summarize_sample_with_rates():
+    r = summarize_sample("s", cells(26, 100), 0.2, rates=rates(0.9, 0.1))
+    assert r.blast_fraction == pytest.approx(0.26) and r.adjusted_fraction == pytest.approx(0.2)
+    assert r.adjusted_ci_low <= 0.2 <= r.adjusted_ci_high and r.call_on == "adjusted"
+    assert r.call == "uncertain"
+    # raw 40 % of 400 is "above", but with FPR 0.35 / TPR 0.6 it is (0.4-0.35)/0.25 = 20 %
+    raw = summarize_sample("s", cells(160, 400), 0.2)
+    adj = summarize_sample("s", cells(160, 400), 0.2, rates=rates(0.6, 0.35, 5000, 5000))
+    assert raw.call == "above" and raw.call_on == "raw" and math.isnan(raw.adjusted_fraction)
+    assert adj.adjusted_fraction == pytest.approx(0.2) and adj.call == "uncertain"
+    # few blasts, a classifier with many false positives: raw says above, adjusted below
+    adj = summarize_sample("s", cells(120, 400), 0.2, rates=rates(0.9, 0.25, 5000, 5000))
+    assert adj.blast_fraction == 0.3 and adj.adjusted_ci_high < 0.2 and adj.call == "below"
+    assert not adj.above_threshold
+
+
+def test_no_correction_when_the_classes_barely_separate():
+    r = summarize_sample("s", cells(30, 100), 0.2, rates=rates(0.55, 0.46))  # TPR - FPR = 0.09
+    assert math.isnan(r.adjusted_fraction) and math.isnan(r.adjusted_ci_low)
+    assert r.call_on == "raw" and r.call == "above"
+    assert r.to_dict()["adjusted_fraction"] is None
+
+
+# ---- the interval --------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [0, 3, 20, 55, 80, 100])
+def test_interval_contains_the_point_and_widens_with_fewer_labelled_cells(k):
+    """(At 0 or 3 of 100 called, fewer than the FPR's 20 %, every interval clips to 0; at
+    100 of 100 to 1: no room to widen.)"""
+    widths = []
+    for n_labelled in (5000, 200, 30):
+        r = rates(0.8, 0.2, n_labelled, n_labelled)
+        low, high = adjusted_interval(k, 100, r)
+        p = adjusted_count(k / 100, r.tpr, r.fpr)
+        assert 0 <= low <= p <= high <= 1
+        widths.append((low, high))
+    (lo_many, hi_many), (lo_mid, hi_mid), (lo_few, hi_few) = widths
+    assert lo_few <= lo_mid <= lo_many and hi_many <= hi_mid <= hi_few
+    if 20 <= k <= 80:
+        assert hi_few - lo_few > hi_mid - lo_mid > hi_many - lo_many
+    # with TPR and FPR known exactly the interval tends to the sample's Wilson interval, mapped
+    q_low, q_high = wilson_interval(k, 100)
+    exact = adjusted_interval(k, 100, rates(0.8, 0.2, 10**9, 10**9))
+    mapped = [min(1, max(0, (q - 0.2) / 0.6)) for q in (q_low, q_high)]
+    assert exact == pytest.approx(mapped, abs=1e-3)
+
+
+def test_interval_corners_are_the_extremes_of_the_box():
+    """Brute force over the box of the three Wilson intervals: no point of it gives a
+    clipped adjusted count outside the interval from the two corners."""
+    for k, tpr, fpr, n in [(10, 0.85, 0.15, 60), (50, 0.7, 0.3, 100), (95, 0.9, 0.1, 40),
+                           (2, 0.95, 0.02, 200)]:
+        r = rates(tpr, fpr, n, n)
+        low, high = adjusted_interval(k, 100, r)
+        grids = [np.linspace(*iv, 15) for iv in (wilson_interval(k, 100), r.tpr_interval(),
+                                                 r.fpr_interval())]
+        values = [adjusted_count(q, t, f) for q, t, f in itertools.product(*grids)]
+        assert min(values) == pytest.approx(low) and max(values) == pytest.approx(high)
+
+
+def test_interval_is_everything_when_tpr_and_fpr_may_coincide():
+    r = rates(0.6, 0.4, 10, 10)  # TPR's interval reaches below FPR's
+    assert r.tpr_interval()[0] < r.fpr_interval()[1]
+    assert adjusted_interval(30, 100, r) == (0.0, 1.0)
+    assert summarize_sample("s", cells(30, 100), 0.2, rates=r).call == "uncertain"
+
+
+# ---- a simulation --------------------------------------------------------------------------
+def test_simulation_adjusted_count_is_unbiased_where_the_raw_count_is_not():
+    """Samples of 400 cells at 5, 20, 40 % blasts through a classifier with TPR 0.85 and FPR
+    0.15 (binomial draws), its rates measured each time on 200 + 200 held-out cells."""
+    rng = np.random.default_rng(7)
+    tpr, fpr, n_cells, n_held_out, reps = 0.85, 0.15, 400, 200, 300
+    raw_bias = {}
+    for truth in (0.05, 0.20, 0.40):
+        raw, adjusted, covered = [], [], 0
+        for _ in range(reps):
+            r = rates(rng.binomial(n_held_out, tpr) / n_held_out,
+                      rng.binomial(n_held_out, fpr) / n_held_out, n_held_out, n_held_out)
+            n_blasts = rng.binomial(n_cells, truth)
+            called = rng.binomial(n_blasts, tpr) + rng.binomial(n_cells - n_blasts, fpr)
+            s = summarize_sample("s", cells(called, n_cells), 0.2, rates=r)
+            raw.append(s.blast_fraction)
+            adjusted.append(s.adjusted_fraction)
+            covered += s.adjusted_ci_low <= truth <= s.adjusted_ci_high
+        expected_raw = tpr * truth + fpr * (1 - truth)  # 0.185, 0.29, 0.43
+        assert np.mean(raw) == pytest.approx(expected_raw, abs=0.01)
+        assert abs(np.mean(adjusted) - truth) < 0.05
+        assert abs(np.mean(adjusted) - truth) < abs(np.mean(raw) - truth)
+        assert covered / reps >= 0.95
+        raw_bias[truth] = np.mean(raw) - truth
+    # the raw count is pulled towards the classifier's balance: +13.5, +9, +3 points
+    assert raw_bias[0.05] > 0.1 and raw_bias[0.20] > 0.05 and raw_bias[0.40] > 0.01
+
+
+def test_error_rates_to_dict():
+    d = rates(0.9, 0.1, 30, 40).to_dict()
+    assert d["tpr"] == 0.9 and d["n_negative"] == 40 and d["separation"] == pytest.approx(0.8)
+    assert d["source"] == "test"
