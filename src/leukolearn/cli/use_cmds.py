@@ -80,23 +80,33 @@ def predict(
     if not report.adjusted:
         console.print(f"raw count, not corrected for error rates: "
                       f"{report.adjusted_count_info()['why_not']}")
-    table = Table(title=f"blast fraction per sample (flag at {diagnostic_threshold:.0%})")
-    columns = ["sample", "cells", "blasts", "fraction", f"{confidence:.0%} CI"]
+    from rich import box
+
+    # Percent numbers without "%", the interval in the same cell, no vertical rules: the
+    # table fits an 80-column terminal.
+    table = Table(title=f"blast % per sample ({confidence:.0%} CI; flag at "
+                  f"{diagnostic_threshold:.0%})", box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = ["sample", "cells", "blasts", "counted (CI)"]
     if report.adjusted:
-        columns.append(f"adjusted ({confidence:.0%} CI)")
+        columns.append("adjusted (CI)")
     for col in (*columns, "call"):
         table.add_column(col, justify="left" if col in ("sample", "call") else "right")
     for r in report.sample_results:
-        cells = [r.sample, str(r.n_cells), str(r.n_blasts), f"{r.blast_fraction:.1%}",
-                 f"{r.ci_low:.1%} - {r.ci_high:.1%}"]
+        cells = [r.sample, str(r.n_cells), str(r.n_blasts),
+                 _percent_with_interval(r.blast_fraction, r.ci_low, r.ci_high)]
         if report.adjusted:
-            cells.append(f"{r.adjusted_fraction:.1%} ({r.adjusted_ci_low:.1%} - "
-                         f"{r.adjusted_ci_high:.1%})")
+            cells.append(_percent_with_interval(r.adjusted_fraction, r.adjusted_ci_low,
+                                                r.adjusted_ci_high))
         table.add_row(*cells, r.call)
     console.print(table)
     if report.skipped:
         console.print(f"[yellow]{len(report.skipped)} unreadable images skipped[/yellow]")
     console.print(f"{len(report.paths)} cells -> {out}")
+
+
+def _percent_with_interval(value: float, low: float, high: float) -> str:
+    # Whole-percent bounds: an interval's own precision, and the cell stays narrow.
+    return f"{100 * value:.1f} ({100 * low:.0f}-{100 * high:.0f})"
 
 
 @app.command()
