@@ -209,7 +209,7 @@ def shortcut_figure(variants: Mapping[str, tuple[Sequence[int], Sequence[float]]
     """The metric vs training size for the original images, the cell alone and the
     background alone (median + IQR band over folds)."""
     with mpl.rc_context(_RC):
-        fig = _new_figure(SINGLE_COLUMN_IN + 0.6, 2.9)
+        fig = _new_figure(SINGLE_COLUMN_IN + 1.8, 2.9)
         ax = fig.add_subplot()
         if chance_level is not None:
             ax.axhline(chance_level, ls="--", lw=1.0, color=COLORS["chance"], zorder=0)
@@ -219,6 +219,7 @@ def shortcut_figure(variants: Mapping[str, tuple[Sequence[int], Sequence[float]]
         ax.set_xlabel("Number of training images")
         ax.set_ylabel(metric_name)
         ax.grid(axis="y", lw=0.5, color="0.88")
-        ax.legend(loc="lower right")
+        # Outside the axes: dead networks sit at 0.5, where a corner legend would hide them.
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         ax.set_title(title or "Shortcut control", fontsize=9)
     return fig
