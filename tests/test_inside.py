@@ -187,6 +187,7 @@ def test_shortcut_makes_three_resumable_runs_that_reload(tmp_path, capsys):
     assert set(summary["variants"]) == set(VARIANTS)
     assert (out / "shortcut.csv").read_text().startswith("size,original_median")
     assert_sane_png(out / "shortcut_vs_size.png")
+    assert_sane_png(out / "shortcut_examples.png")  # one image per class in each variant
     fingerprints = set()
     for name in VARIANTS:
         with RunStore.open(out / name) as store:

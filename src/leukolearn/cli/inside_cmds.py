@@ -251,6 +251,7 @@ def shortcut(
     interrupted = any(r.interrupted for r in result.reports.values())
     summary = shortcut_summary(out, cut)
     written = write_summary(out, summary) + _shortcut_figure(out, summary)
+    written += _examples_figure(cells, cut, result, out)
     _print_shortcut(summary)
     _written(written)
     if interrupted:
@@ -278,6 +279,22 @@ def _shortcut_figure(out: Path, summary: dict) -> list[Path]:
     return save_figure(shortcut_figure(variants, metric_name=METRIC_LABELS.get(metric, metric),
                                        chance_level=0.5 if metric == "auc" else None,
                                        title=title), out, "shortcut_vs_size")
+
+
+def _examples_figure(cells, cut, result, out: Path) -> list[Path]:
+    """shortcut_examples.png/svg: the first image of each class as each variant shows it."""
+    import numpy as np
+
+    from leukolearn.inside_shortcut import VARIANTS, apply_variant
+    from leukolearn.report.figures import save_figure
+    from leukolearn.report.inside_figures import variant_examples_figure
+
+    first = [int(np.flatnonzero(cells.labels == k)[0]) for k in np.unique(cells.labels)]
+    picked = cells.subset(np.array(first))
+    examples = {name: apply_variant(picked, name, cut.masks[first], result.fill,
+                                    radius=result.radius).images for name in VARIANTS}
+    labels = [f"{cells.image_ids[i]}\n{cells.class_names[cells.labels[i]]}" for i in first]
+    return save_figure(variant_examples_figure(examples, labels), out, "shortcut_examples")
 
 
 def _print_shortcut(summary: dict) -> None:

@@ -223,3 +223,26 @@ def shortcut_figure(variants: Mapping[str, tuple[Sequence[int], Sequence[float]]
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         ax.set_title(title or "Shortcut control", fontsize=9)
     return fig
+
+
+def variant_examples_figure(examples: Mapping[str, np.ndarray], row_labels: Sequence[str], *,
+                            title: str | None = None) -> Figure:
+    """What each shortcut variant shows the network: columns are variants (original,
+    cell-only, background-only), rows one example image per class."""
+    names = list(examples)
+    n_rows = len(row_labels)
+    with mpl.rc_context(_RC):
+        fig = _new_figure(1.6 * len(names) + 0.6, 1.6 * n_rows + 0.4)
+        axes = fig.subplots(n_rows, len(names), squeeze=False)
+        for c, name in enumerate(names):
+            for r in range(n_rows):
+                ax = axes[r, c]
+                ax.imshow(examples[name][r])
+                _bare(ax)
+                if r == 0:
+                    ax.set_title(name, fontsize=9)
+                if c == 0:
+                    ax.set_ylabel(row_labels[r], fontsize=9)
+        if title:
+            fig.suptitle(title, fontsize=9)
+    return fig
