@@ -61,28 +61,3 @@ def test_reliability_diagram_is_a_figure_without_pyplot_state():
     fig = reliability_diagram(reliability_curve(rng.uniform(0, 1, 300) < p, p), title="t")
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert plt.get_fignums() == before
-
-
-def test_held_out_ids_of_a_sweep_weights_file_come_from_its_run(tmp_path):
-    from pathlib import Path
-
-    from helpers import fill_fake_run
-    from test_sweep import FakeRunner
-
-    from leukolearn.protocol import ProtocolOptions
-    from leukolearn.store import RunStore
-    from leukolearn.threshold import held_out_ids
-
-    run = fill_fake_run(tmp_path / "run", FakeRunner(), n=40,
-                        options=ProtocolOptions(folds=4, sizes=(4, 8)))
-    with RunStore.open(run) as store:
-        _, val, test = store.split("f01-n8-s0")
-        names = store.image_ids()
-    ids, where = held_out_ids(Path(run) / "weights" / "f01-n8-s0.safetensors", "val")
-    assert ids == {names[i] for i in val} and "f01-n8-s0" in where
-    ids, _ = held_out_ids(Path(run) / "weights" / "f01-n8-s0.safetensors", "test")
-    assert ids == {names[i] for i in test}
-    with pytest.raises(LeukolearnError, match="no finished job 'f09-n8-s0'"):
-        held_out_ids(Path(run) / "weights" / "f09-n8-s0.safetensors", "val")
-    with pytest.raises(LeukolearnError, match="no split.json"):
-        held_out_ids(tmp_path / "elsewhere" / "model.safetensors", "val")

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from leukolearn.errors import LeukolearnError
 from leukolearn.metrics import wilson_interval
 from leukolearn.model import ModelConfig, build_model, save_model
 from leukolearn.predict import collect_samples, load_predictor, summarize_sample
@@ -377,3 +378,20 @@ def test_a_calibrated_model_uses_its_stored_rates_at_its_threshold(patients, tmp
     assert "TPR - FPR" in summary["adjusted_count"]["why_not"]
     assert all(r["call_on"] == "raw" for r in read_csv(out / "samples.csv"))
     assert "adjusted (" not in stdout
+
+
+def test_held_out_ids_of_a_sweep_weights_file_come_from_its_run(fake_run, tmp_path):
+    from leukolearn.threshold import held_out_ids
+
+    with RunStore.open(fake_run) as store:
+        job = store.results()[0].job_id
+        _, val, test = store.split(job)
+        names = store.image_ids()
+        weights = store.weights_path(job)
+    ids, where = held_out_ids(weights, "val")
+    assert ids == {names[i] for i in val} and job in where
+    assert held_out_ids(weights, "test")[0] == {names[i] for i in test}
+    with pytest.raises(LeukolearnError, match="not the weights file of a finished sweep job"):
+        held_out_ids(weights.with_name("f09-n6-s0.safetensors"), "val")
+    with pytest.raises(LeukolearnError, match="no split.json"):
+        held_out_ids(tmp_path / "elsewhere" / "model.safetensors", "val")

@@ -107,27 +107,22 @@ def held_out_ids(model_file: Path, part: str) -> tuple[set[str], str]:
     sweep's RUN/weights/<job>.safetensors, that job's row in the run store."""
     import json
 
-    from leukolearn.predict import is_run_dir
-
     split_file = model_file.parent / "split.json"
-    run = model_file.parent.parent
     if split_file.is_file():
         ids, where = set(json.loads(split_file.read_text()).get(part, [])), str(split_file)
-    elif model_file.parent.name == "weights" and is_run_dir(run):
+    elif (job := sweep_job(model_file)) is not None:
         from leukolearn.store import RunStore
 
-        job_id = model_file.name.removesuffix(".safetensors")
+        run, job_id = job
         with RunStore.open(run) as store:
-            if job_id not in store.finished_ids():
-                raise LeukolearnError(f"{run} has no finished job {job_id!r} for {model_file}")
             train, val, test = store.split(job_id)
             names = store.image_ids()
         ids = {names[i] for i in {"val": val, "test": test}.get(part, [])}
         where = f"job {job_id} of run {run}"
     else:
-        raise LeukolearnError(f"--part {part}: no split.json beside {model_file} and it is not "
-                              "a sweep's weights file; use --part all with images the model "
-                              "was not trained on")
+        raise LeukolearnError(f"--part {part}: no split.json beside {model_file}, and it is not "
+                              "the weights file of a finished sweep job; use --part all with "
+                              "images the model was not trained on")
     if not ids:
         raise LeukolearnError(f"{where} lists no {part!r} images")
     return ids, where
