@@ -120,6 +120,15 @@ class Predictor:
     kind: str  # "model" | "run"
     size: int | None = None  # RUN: training size of the ensemble
     job_ids: list[str] = field(default_factory=list)
+    _held_out: dict = field(default_factory=dict, repr=False)  # see held_out_predictions
+
+    def held_out_predictions(self, positive: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """RUN: (is_positive, positive score) pooled over the test folds of the ensemble's
+        size, read from the store once: the threshold and the error rates both use them."""
+        key = tuple(positive)
+        if key not in self._held_out:
+            self._held_out[key] = run_validation_predictions(self.source, self.size, positive)
+        return self._held_out[key]
 
     @property
     def config(self):

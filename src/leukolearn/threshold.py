@@ -161,7 +161,7 @@ def resolve_threshold(predictor: Predictor, positive: Sequence[int], *,
     curve = None
     choice = None
     if predictor.kind == "run":
-        y, score = run_validation_predictions(predictor.source, predictor.size, positive)
+        y, score = predictor.held_out_predictions(positive)
         curve = reliability_curve(y, score)
         if threshold is None and target_sensitivity is not None:
             source = (f"pooled test-fold predictions of the {len(predictor.models)} single fold "
@@ -226,7 +226,7 @@ def error_rates(predictor: Predictor, positive: Sequence[int], threshold: float
     they come from, or why there are none."""
     names = [predictor.class_names[i] for i in positive]
     if predictor.kind == "run":
-        y, score = run_validation_predictions(predictor.source, predictor.size, positive)
+        y, score = predictor.held_out_predictions(positive)
         source = (f"pooled test-fold predictions of the {len(predictor.models)} single fold "
                   f"models at training size {predictor.size}")
         rates = rates_at(y, score, threshold, source)
