@@ -70,6 +70,7 @@ def test_round_trip(tmp_path, cells, plan):
         assert train.tolist() == list(job.train_idx) and val.tolist() == list(job.val_idx)
         assert load_file(store.weights_path(job.job_id))["w"].tolist() == [0.0, 1.0, 2.0]
         assert store.image_ids()[:2] == ["img0", "img1"]
+        assert store.image_labels().tolist() == cells.labels.tolist()
         with pytest.raises(LeukolearnError, match="read-only"):
             store.record_failed(job, "x")
 

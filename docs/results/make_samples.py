@@ -43,8 +43,8 @@ def main() -> None:
     with RunStore.open(args.run) as store:
         train, val, _ = store.split(args.job_id)
         ids = store.image_ids()
+        labels = store.image_labels()
         info = store.dataset_info
-    labels = np.array(_labels(args.run))
     unseen = np.setdiff1d(np.arange(len(ids)), np.concatenate([train, val]))
     positive = unseen[labels[unseen] == 1]
     negative = unseen[labels[unseen] != 1]
@@ -71,14 +71,6 @@ def main() -> None:
         truth[name] = {"cells": int(len(picked)), "positive": int(n_pos)}
     (args.out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
     print(json.dumps(truth, indent=2))
-
-
-def _labels(run: Path) -> list[int]:
-    # The store keeps each image's label (0/1 for a binary run) beside its id.
-    import sqlite3
-
-    with sqlite3.connect(f"file:{run / 'run.sqlite'}?mode=ro", uri=True) as conn:
-        return [row[0] for row in conn.execute("SELECT label FROM images ORDER BY idx")]
 
 
 if __name__ == "__main__":

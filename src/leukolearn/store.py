@@ -223,6 +223,11 @@ class RunStore:
     def image_ids(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT image_id FROM images ORDER BY idx")]
 
+    def image_labels(self) -> np.ndarray:
+        """Each image's label (class index) as the plan saw it, in index order."""
+        return np.array([r[0] for r in self._conn.execute("SELECT label FROM images ORDER BY idx")],
+                        dtype=np.int64)
+
     def _row(self, job_id: str, cols: str) -> tuple:
         row = self._conn.execute(
             f"SELECT {cols} FROM jobs WHERE job_id = ? AND status = 'done'", (job_id,)
