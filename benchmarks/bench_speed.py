@@ -7,14 +7,14 @@
 What it measures (257 x 257 px, batch 5, the paper's CNN, RMSprop, the paper's augmentation):
 1. training, ms per image-step: (a) a plain PyTorch eager loop written below (NCHW,
    affine_grid + grid_sample augmentation, loss.item() per batch, validation each epoch)
-   and (b) `leukolearn.train.train_model` on synthetic cells, run in alternation
+   and (b) `leukolearn.training.loop.train_model` on synthetic cells, run in alternation
    A, B, A, B ... so both see the same machine load; the ratio is taken per round. Each is
    run with the thread counts of --threads (the issue's baseline is 2 threads).
    Wall time and CPU time (user + system of this process) are both printed: on a loaded
    machine the CPU time per image-step is the steadier of the two.
-2. inference, images/s: the plain eager model vs `leukolearn.train.predict_proba`.
+2. inference, images/s: the plain eager model vs `leukolearn.training.loop.predict_proba`.
 3. sweep wall time: a small fixed sweep (ALL-sized synthetic set: 250 images, validation
-   25; 2 folds x --sweep-sizes, fixed --sweep-epochs) through `leukolearn.sweep`, with
+   25; 2 folds x --sweep-sizes, fixed --sweep-epochs) through `leukolearn.experiments.sweep`, with
    jobs=1 and jobs=2; from it, seconds per epoch as a + b * size, and a projection of the
    paper's ALL-IDB2 sweep (10 folds x 20 sizes) from the epochs that finished jobs of a real
    run needed (--runs-db, opened read-only).
@@ -32,7 +32,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leukolearn import kernels
+from leukolearn.model import kernels
 from leukolearn.data.synthetic import make_binary
-from leukolearn.model import ModelConfig, build_model
-from leukolearn.presets import SweepConfig
-from leukolearn.protocol import ALL_SIZES, ProtocolOptions
-from leukolearn.store import RunStore
-from leukolearn.sweep import sweep_dataset
-from leukolearn.train import TrainConfig, predict_proba, train_model
+from leukolearn.model.cnn import ModelConfig, build_model
+from leukolearn.experiments.presets import SweepConfig
+from leukolearn.experiments.protocol import ALL_SIZES, ProtocolOptions
+from leukolearn.runstore.store import RunStore
+from leukolearn.experiments.sweep import sweep_dataset
+from leukolearn.training.loop import TrainConfig, predict_proba, train_model
 
 SIZE = 257
 BATCH = 5
@@ -289,8 +288,8 @@ def project_paper_sweep(args, sweep: dict) -> dict:
 def profile_breakdown(args, cells) -> None:
     """CPU ms per batch of 5 for each stage of a training step, both paths, 1 thread."""
     torch.set_num_threads(1)
-    from leukolearn.augment import random_affine
-    from leukolearn.train import to_tensor
+    from leukolearn.training.augment import random_affine
+    from leukolearn.training.loop import to_tensor
 
     x_u8 = to_tensor(cells.images[:50])
     y = torch.from_numpy(cells.labels[:5])

@@ -18,11 +18,11 @@ def fill_fake_run(path, runner, *, n, options, n_classes=2, metric="auc", class_
     with labels 0, 1, ..., n_classes - 1 repeating; returns the path."""
     import numpy as np
 
-    from leukolearn.cellimages import CellImages
-    from leukolearn.presets import SweepConfig, get_preset
-    from leukolearn.protocol import make_plan
-    from leukolearn.store import DatasetInfo, RunStore
-    from leukolearn.sweep import run_sweep
+    from leukolearn.data.cellimages import CellImages
+    from leukolearn.experiments.presets import SweepConfig, get_preset
+    from leukolearn.experiments.protocol import make_plan
+    from leukolearn.runstore.store import DatasetInfo, RunStore
+    from leukolearn.experiments.sweep import run_sweep
 
     names = class_names or (("other", "blast") if n_classes == 2
                             else tuple(f"class{i}" for i in range(n_classes)))

@@ -6,9 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from leukolearn.metrics import wilson_interval
-from leukolearn.sample_stats import (ErrorRates, adjusted_count, adjusted_interval,
-                                     summarize_sample)
+from leukolearn.analysis.metrics import wilson_interval
+from leukolearn.predict.counts import (ErrorRates, adjusted_count, adjusted_interval, summarize_sample)
 
 
 def rates(tpr, fpr, n_positive=200, n_negative=200):

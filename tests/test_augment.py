@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from leukolearn.augment import augment_batch, oversample_indices
+from leukolearn.training.augment import augment_batch, oversample_indices
 
 
 def test_augmentation_keeps_shape_and_value_range_and_is_seeded():

@@ -93,10 +93,11 @@ import pytest
 import tifffile
 from PIL import Image
 
-from leukolearn.data import inspect_dataset, load_dataset
+from leukolearn.data.dataset import inspect_dataset, load_dataset
 from leukolearn.data.decode import read_image
 from leukolearn.errors import BadFileError, LeukolearnError
-from leukolearn.model import ModelConfig, build_model, load_model, save_model
+from leukolearn.model.cnn import ModelConfig, build_model
+from leukolearn.model.weights import load_model, save_model
 from helpers import run_cli as run
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "leukolearn"
@@ -359,7 +360,7 @@ def test_unusual_but_valid_images_load(tmp_path):
 
 # ---- 23-24: odd names and links -------------------------------------------------------------
 def test_non_utf8_file_name_loads_and_can_be_stored(folder, tmp_path, capsys):
-    from leukolearn.store import DatasetInfo, RunStore
+    from leukolearn.runstore.store import DatasetInfo, RunStore
 
     odd = os.fsencode(folder / "blast") + b"/cell_\xff\xfe.png"
     with open(odd, "wb") as f:
@@ -480,7 +481,7 @@ def test_class_with_one_image_and_single_class_are_refused(tmp_path, capsys):
 
 
 def test_sizes_larger_than_the_pool(base_folder, tmp_path, capsys):
-    from leukolearn.protocol import ProtocolOptions, make_plan
+    from leukolearn.experiments.protocol import ProtocolOptions, make_plan
 
     labels = np.arange(12) % 2
     with pytest.raises(LeukolearnError, match=r"training sizes \[50\] exceed"):
@@ -724,7 +725,7 @@ def test_pickle_posing_as_a_model_is_never_unpickled(tmp_path):
 
 def test_pickled_arrays_in_a_run_or_the_cache_are_never_unpickled(tmp_path):
     from leukolearn.data import cache
-    from leukolearn.store import RunStore
+    from leukolearn.runstore.store import RunStore
 
     marker = tmp_path / "code-ran"
     buf = io.BytesIO()

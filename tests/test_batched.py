@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from leukolearn import kernels
-from leukolearn.batched import train_many
+from leukolearn.model import kernels
+from leukolearn.training.batched import train_many
 from leukolearn.data.synthetic import make_binary
-from leukolearn.train import TrainConfig, train_model
+from leukolearn.training.loop import TrainConfig, train_model
 
 SIZE = 190
 
@@ -51,7 +51,7 @@ def test_batched_training_equals_separate_trainings(cells, optimizer):
 
 
 def test_each_network_early_stops_on_its_own(cells, monkeypatch):
-    import leukolearn.batched as batched_module
+    import leukolearn.training.batched as batched_module
 
     # Job 1's validation loss only rises after epoch 1: with patience 1 it stops at epoch 2.
     real = batched_module._val_losses
@@ -86,12 +86,11 @@ def test_auto_device_without_gpu_runs_on_cpu(cells, monkeypatch):
 def test_sweep_batches_jobs_through_run_many(tmp_path, cells):
     """run_sweep(batch_models=K) hands K jobs at a time to TrainingRunner.run_many and
     stores the same results as the one-job-at-a-time path (up to float rounding)."""
-    import dataclasses
 
-    from leukolearn.presets import SweepConfig
-    from leukolearn.protocol import ProtocolOptions, make_plan
-    from leukolearn.store import DatasetInfo, RunStore
-    from leukolearn.sweep import TrainingRunner, run_sweep
+    from leukolearn.experiments.presets import SweepConfig
+    from leukolearn.experiments.protocol import ProtocolOptions, make_plan
+    from leukolearn.runstore.store import DatasetInfo, RunStore
+    from leukolearn.experiments.sweep import TrainingRunner, run_sweep
 
     options = ProtocolOptions(folds=4, sizes=(4, 8))
     train = TrainConfig(max_epochs=1, patience=1, augment=False)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from leukolearn.calibration import (ReliabilityCurve, choose_threshold, expected_calibration_error,
-                                    reliability_curve, reliability_diagram)
+from leukolearn.analysis.calibration import (ReliabilityCurve, choose_threshold, expected_calibration_error, reliability_curve)
+from leukolearn.report.analysis_figures import reliability_diagram
 from leukolearn.errors import LeukolearnError
 
 

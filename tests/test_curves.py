@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from leukolearn.cli import main
-from leukolearn.curves import (fit_inverse_power_law, inverse_power_law, metric_table,
-                               plan_annotation, plan_from_store)
+from leukolearn.analysis.curves import (fit_inverse_power_law, inverse_power_law, metric_table, plan_annotation, plan_from_store)
 from leukolearn.errors import LeukolearnError
-from leukolearn.protocol import ProtocolOptions
-from leukolearn.store import RunStore
-from leukolearn.sweep import JobOutcome
+from leukolearn.experiments.protocol import ProtocolOptions
+from leukolearn.runstore.store import RunStore
+from leukolearn.experiments.sweep import JobOutcome
 from helpers import fill_fake_run
 
 SIZES = np.array([10, 20, 40, 60, 80, 100, 150, 200])

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import leukolearn.data as data
-from leukolearn.data import cache, load_dataset
+import leukolearn.data.dataset as data
+from leukolearn.data import cache
+from leukolearn.data.dataset import load_dataset
 from leukolearn.errors import BadFileError
 
 SIZE = 40
@@ -126,7 +127,7 @@ def test_writer_commit_and_abort(tmp_path):
 def test_fingerprint_follows_content_not_the_cache(tmp_path, monkeypatch):
     """A cached load derives its fingerprint from the files; a changed file changes it,
     and subsets / relabelling derive theirs from the parent's."""
-    from leukolearn.data import load_dataset
+    from leukolearn.data.dataset import load_dataset
     from leukolearn.data.synthetic import make_binary, write_image_folder
 
     root = tmp_path / "cells"

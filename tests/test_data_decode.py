@@ -4,7 +4,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from leukolearn.cellimages import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS
+from leukolearn.data.cellimages import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS
 from leukolearn.data import decode
 from leukolearn.data.decode import fit_mask_to_square, fit_to_square, read_image, read_mask
 from leukolearn.errors import BadFileError

@@ -9,8 +9,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from leukolearn.cellimages import CellImages
-from leukolearn.data import inspect_dataset, list_datasets, load_dataset
+from leukolearn.data.cellimages import CellImages
+from leukolearn.data.dataset import inspect_dataset, list_datasets, load_dataset
 from leukolearn.errors import BadFileError, LeukolearnError
 
 SIZE = 48  # small input size keeps the tests fast

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from leukolearn.data import inspect_dataset, load_dataset
+from leukolearn.data.dataset import inspect_dataset, load_dataset
 
 pytestmark = pytest.mark.realdata
 

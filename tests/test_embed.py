@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from leukolearn.embed import hidden_features, separation, tsne_2d
+from leukolearn.explain.embed import hidden_features, separation, tsne_2d
 from leukolearn.errors import LeukolearnError
-from leukolearn.model import ModelConfig, build_model
+from leukolearn.model.cnn import ModelConfig, build_model
 
 
 def _clusters(n_per_class: int = 30, dim: int = 32, gap: float = 12.0, seed: int = 0):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from leukolearn.cellimages import CellImages
+from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
-from leukolearn.experiment import SplitSizes, evaluate, single_split
+from leukolearn.experiments.single import SplitSizes, evaluate, single_split
 
 
 def test_single_split_is_one_fold_of_the_all_protocol():

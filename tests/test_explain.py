@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from leukolearn.errors import LeukolearnError
-from leukolearn.explain import eval_mode, saliency
-from leukolearn.model import ModelConfig, build_model
+from leukolearn.explain.saliency import eval_mode, saliency
+from leukolearn.model.cnn import ModelConfig, build_model
 
 
 def _net() -> nn.Sequential:

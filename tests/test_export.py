@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from leukolearn.cli import main
-from leukolearn.export import export_onnx, onnx_difference, onnx_metadata
-from leukolearn.model import ModelConfig, build_model, save_model
+from leukolearn.model.onnx import export_onnx, onnx_difference, onnx_metadata
+from leukolearn.model.cnn import ModelConfig, build_model
+from leukolearn.model.weights import save_model
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -34,7 +35,7 @@ def test_onnx_runtime_matches_pytorch(tmp_path):
 def test_export_refuses_a_file_that_does_not_match(tmp_path, capsys, monkeypatch):
     model = build_model(ModelConfig(input_size=190), seed=1)
     save_model(model, tmp_path / "model.safetensors")
-    monkeypatch.setattr("leukolearn.export.onnx_difference", lambda *a, **k: 0.01)
+    monkeypatch.setattr("leukolearn.model.onnx.onnx_difference", lambda *a, **k: 0.01)
     with pytest.raises(SystemExit) as exit_code:
         main(["export", str(tmp_path / "model.safetensors"), "--onnx", str(tmp_path / "out.onnx")])
     assert exit_code.value.code == 2

@@ -26,7 +26,7 @@ import pytest
 
 from leukolearn.cli import main
 from leukolearn.data.synthetic import make_binary, write_image_folder
-from leukolearn.store import RunStore
+from leukolearn.runstore.store import RunStore
 
 COMMON = ["--preset", "quick", "--folds", "3", "--size", "190", "--positive", "blast",
           "--max-epochs", "2", "--patience", "1", "--keep-duplicates", "--no-progress",
@@ -213,7 +213,7 @@ def test_second_sweep_on_a_run_is_refused_while_the_first_writes(data, env, tmp_
         assert first.poll() is None
         assert second.returncode == 2
         assert err.strip().splitlines() == [
-            f"error: {run} is being written by another sweep (pid {first.pid}); "
+            f"error: {run} is being written by another sweep; "
             "wait for it to finish or choose another --out"]
         assert (run / "config.json").read_bytes() == config
     finally:

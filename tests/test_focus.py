@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from leukolearn.cellimages import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS
+from leukolearn.data.cellimages import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS
 from leukolearn.errors import LeukolearnError
-from leukolearn.focus import (background_only, cell_only, dice, median_background,
-                              relevance_shares, segment_cell, segment_cells)
+from leukolearn.experiments.variants import background_only, cell_only, median_background
+from leukolearn.data.segment import dice, segment_cell, segment_cells
+from leukolearn.explain.focus import relevance_shares
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

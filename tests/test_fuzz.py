@@ -22,7 +22,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -237,7 +236,8 @@ def test_label_table_parser(data):
 # ---- model files -----------------------------------------------------------------------------
 @lru_cache(maxsize=None)
 def seed_model() -> tuple[bytes]:
-    from leukolearn.model import ModelConfig, build_model, save_model
+    from leukolearn.model.cnn import ModelConfig, build_model
+    from leukolearn.model.weights import save_model
 
     path = workdir() / "seed.safetensors"
     save_model(build_model(ModelConfig(input_size=190), seed=0), path)
@@ -246,7 +246,7 @@ def seed_model() -> tuple[bytes]:
 
 @lru_cache(maxsize=None)
 def seed_weights() -> dict:
-    from leukolearn.model import load_model
+    from leukolearn.model.weights import load_model
 
     path = workdir() / "seed-check.safetensors"
     path.write_bytes(seed_model()[0])
@@ -256,7 +256,7 @@ def seed_weights() -> dict:
 def check_model_bytes(data: bytes) -> None:
     import torch
 
-    from leukolearn.model import load_model
+    from leukolearn.model.weights import load_model
 
     path = workdir() / "model.safetensors"
     path.write_bytes(data)

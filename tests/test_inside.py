@@ -14,19 +14,19 @@ import pytest
 from PIL import Image
 
 from leukolearn.cli import main
-from leukolearn.data import load_dataset
+from leukolearn.data.dataset import load_dataset
 from leukolearn.data.synthetic import make_binary, write_image_folder
 from leukolearn.errors import LeukolearnError
-from leukolearn.inside import default_rows, nearest_sizes, reload_cells, unseen_indices
-from leukolearn.inside_measures import hidden_separation, separation_table
-from leukolearn.inside_shortcut import (VARIANTS, run_shortcut, shortcut_masks,
-                                        shortcut_summary)
-from leukolearn.model import ModelConfig, build_model
-from leukolearn.presets import SweepConfig
-from leukolearn.protocol import ProtocolOptions
-from leukolearn.store import RunStore
-from leukolearn.sweep import JobOutcome, sweep_dataset
-from leukolearn.train import TrainConfig, predict_proba
+from leukolearn.explain.runs import default_rows, nearest_sizes, reload_cells, unseen_indices
+from leukolearn.explain.measures import hidden_separation, separation_table
+from leukolearn.experiments.variants import VARIANTS, shortcut_masks
+from leukolearn.experiments.shortcut import run_shortcut, shortcut_summary
+from leukolearn.model.cnn import ModelConfig, build_model
+from leukolearn.experiments.presets import SweepConfig
+from leukolearn.experiments.protocol import ProtocolOptions
+from leukolearn.runstore.store import RunStore
+from leukolearn.experiments.sweep import JobOutcome, sweep_dataset
+from leukolearn.training.loop import TrainConfig, predict_proba
 
 SIZE = 190  # the smallest input the paper's six blocks take
 LOAD = {"size": SIZE, "positive": "blast", "multiclass": False, "label_table": None,

@@ -7,9 +7,8 @@ import torch
 from torch import nn
 
 from leukolearn.errors import LeukolearnError
-from leukolearn.lrp import (FIRST_RULES, RULES, AlphaBeta, Epsilon, Flat, ZBox, ZPlus, get_rule,
-                            lrp)
-from leukolearn.model import ModelConfig, build_model, min_input_size
+from leukolearn.explain.lrp import (FIRST_RULES, RULES, AlphaBeta, Epsilon, Flat, ZBox, ZPlus, get_rule, lrp)
+from leukolearn.model.cnn import ModelConfig, build_model, min_input_size
 
 RTOL, ATOL = 1e-6, 1e-9  # float64 throughout; the only difference is the 1e-9 stabiliser
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from leukolearn.errors import BadFileError, LeukolearnError
-from leukolearn.model import (ModelConfig, build_model, count_parameters, load_model,
-                              min_input_size, save_model)
+from leukolearn.model.cnn import ModelConfig, build_model, count_parameters, min_input_size
+from leukolearn.model.weights import load_model, save_model
 
 
 @pytest.mark.parametrize("n_classes, expected", [(2, 7210), (6, 7342)])

@@ -13,12 +13,13 @@ import torch
 from PIL import Image
 
 from leukolearn.errors import LeukolearnError
-from leukolearn.metrics import wilson_interval
-from leukolearn.model import ModelConfig, build_model, save_model
-from leukolearn.predict import collect_samples, load_predictor, summarize_sample
-from leukolearn.protocol import ProtocolOptions
-from leukolearn.store import RunStore
-from leukolearn.sweep import JobOutcome
+from leukolearn.analysis.metrics import wilson_interval
+from leukolearn.model.cnn import ModelConfig, build_model
+from leukolearn.model.weights import save_model
+from leukolearn.predict.predictor import collect_samples, load_predictor, summarize_sample
+from leukolearn.experiments.protocol import ProtocolOptions
+from leukolearn.runstore.store import RunStore
+from leukolearn.experiments.sweep import JobOutcome
 from helpers import fill_fake_run, run_cli as run
 
 SIZE = 190  # the smallest input the six conv/pool blocks take
@@ -246,7 +247,7 @@ def test_single_model_needs_calibration_for_a_target_sensitivity(patients, tmp_p
     (model_dir / "split.json").write_text(json.dumps({"train": [], "val": val, "test": []}))
     code, _, err = run(args, capsys)
     assert code == 0, err
-    from leukolearn.model import load_model
+    from leukolearn.model.weights import load_model
 
     info = load_model(calibrated).config.extra["calibration"]
     assert info["reliability"]["n"] == len(val) and "val images" in info["source"]
@@ -266,7 +267,7 @@ def pooled_rates(run_dir, size, threshold, job_id=None):
 
 
 def test_run_counts_are_corrected_for_its_error_rates(fake_run, patients, tmp_path, capsys):
-    from leukolearn.sample_stats import adjusted_count
+    from leukolearn.predict.counts import adjusted_count
 
     out = tmp_path / "out"
     code, stdout, err = run(["predict", str(fake_run), str(patients), "--out", str(out),
@@ -343,9 +344,9 @@ def test_a_plain_model_has_no_error_rates(patients, tmp_path, capsys):
 def test_a_calibrated_model_uses_its_stored_rates_at_its_threshold(patients, tmp_path, capsys):
     from dataclasses import replace
 
-    from leukolearn.calibration import ThresholdChoice, reliability_curve
-    from leukolearn.model import PaperCNN
-    from leukolearn.predict import error_rates
+    from leukolearn.analysis.calibration import ThresholdChoice, reliability_curve
+    from leukolearn.model.cnn import PaperCNN
+    from leukolearn.predict.predictor import error_rates
 
     def calibrated(sensitivity, specificity):
         base = constant_model(0.7)
@@ -381,7 +382,7 @@ def test_a_calibrated_model_uses_its_stored_rates_at_its_threshold(patients, tmp
 
 
 def test_held_out_ids_of_a_sweep_weights_file_come_from_its_run(fake_run, tmp_path):
-    from leukolearn.threshold import held_out_ids
+    from leukolearn.predict.threshold import held_out_ids
 
     with RunStore.open(fake_run) as store:
         job = store.results()[0].job_id

@@ -6,10 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leukolearn.cellimages import CellImages
+from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
-from leukolearn.protocol import (ProtocolOptions, balanced_order, default_options, keep_classes,
-                                 make_plan)
+from leukolearn.experiments.protocol import (ProtocolOptions, balanced_order, default_options, keep_classes, make_plan)
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukolearn.cellimages import CellImages
+from leukolearn.data.cellimages import CellImages
 from leukolearn.cli import main
 from leukolearn.errors import LeukolearnError
-from leukolearn.presets import SweepConfig, get_preset
-from leukolearn.protocol import ProtocolOptions, make_plan
+from leukolearn.experiments.presets import SweepConfig, get_preset
+from leukolearn.experiments.protocol import ProtocolOptions, make_plan
 from leukolearn.report import html as report_html
 from leukolearn.report.html import render_report, write_report
-from leukolearn.store import DatasetInfo, RunStore
-from leukolearn.sweep import JobOutcome, run_sweep
+from leukolearn.runstore.store import DatasetInfo, RunStore
+from leukolearn.experiments.sweep import JobOutcome, run_sweep
 
 N_BOOT = 40  # the learning curve's bootstrap; 1000 (the default) takes most of a minute here
 

@@ -4,9 +4,9 @@ import pytest
 from PIL import Image
 
 from leukolearn.cli import main
-from leukolearn.protocol import ProtocolOptions
+from leukolearn.experiments.protocol import ProtocolOptions
 from leukolearn.report.run_figures import make_run_figures
-from leukolearn.sweep import JobOutcome
+from leukolearn.experiments.sweep import JobOutcome
 from helpers import fill_fake_run
 
 

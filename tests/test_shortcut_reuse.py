@@ -13,12 +13,13 @@ from PIL import Image
 
 from leukolearn.data.synthetic import make_binary
 from leukolearn.errors import LeukolearnError
-from leukolearn.inside_shortcut import ShortcutMasks, run_shortcut
-from leukolearn.presets import SweepConfig
-from leukolearn.protocol import ProtocolOptions
-from leukolearn.store import RunStore
-from leukolearn.sweep import JobOutcome, sweep_dataset
-from leukolearn.train import TrainConfig
+from leukolearn.experiments.variants import ShortcutMasks
+from leukolearn.experiments.shortcut import run_shortcut
+from leukolearn.experiments.presets import SweepConfig
+from leukolearn.experiments.protocol import ProtocolOptions
+from leukolearn.runstore.store import RunStore
+from leukolearn.experiments.sweep import JobOutcome, sweep_dataset
+from leukolearn.training.loop import TrainConfig
 
 
 class CountingRunner:
@@ -140,7 +141,7 @@ def test_the_command_reuses_a_sweep_loaded_without_masks(tmp_path, capsys, monke
     # The paper sweep is loaded without --masks, the control with them: the same images,
     # so the same fingerprint (no network reads the masks), and the jobs carry over.
     runner = CountingRunner()
-    monkeypatch.setattr("leukolearn.sweep.TrainingRunner", lambda *a, **k: runner)
+    monkeypatch.setattr("leukolearn.experiments.sweep.TrainingRunner", lambda *a, **k: runner)
     img, masks = all_idb2_with_masks(tmp_path)
     common = ["--size", SIZE, "--preset", "quick", "--folds", 3, "--no-progress"]
     code, _, err = run_cli(["sweep", "all-idb2", img, "--out", tmp_path / "run", "--sizes", "2,4",

@@ -1,6 +1,6 @@
 """The fast paths compute what the plain PyTorch layers compute (up to float rounding).
 
-The fused C kernels (`leukolearn.kernels`) replace Conv3x3 + ReLU + MaxPool blocks and the
+The fused C kernels (`leukolearn.model.kernels`) replace Conv3x3 + ReLU + MaxPool blocks and the
 augmentation during training and prediction; each is compared here with the slow,
 obviously-correct PyTorch reference: outputs, gradients, the random draws, and the device
 handling. Kernel tests skip where no C compiler is found (the code then runs PyTorch).
@@ -15,12 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leukolearn import kernels
-from leukolearn.augment import augment_batch, random_affine
+from leukolearn.model import kernels
+from leukolearn.training.augment import augment_batch, random_affine
 from leukolearn.data.synthetic import make_binary
-from leukolearn.model import ModelConfig, build_model
-from leukolearn.train import (TrainConfig, _batch, _train_one_epoch, predict_proba,
-                              resolve_device, to_tensor, train_model)
+from leukolearn.model.cnn import ModelConfig, build_model
+from leukolearn.training.loop import (TrainConfig, _batch, _train_one_epoch, predict_proba, resolve_device, to_tensor, train_model)
 
 needs_kernels = pytest.mark.skipif(not kernels.enabled(), reason="no C compiler: kernels off")
 

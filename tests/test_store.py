@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from leukolearn.cellimages import CellImages
+from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
-from leukolearn.protocol import ProtocolOptions, make_plan
-from leukolearn.store import DatasetInfo, RunStore
-from leukolearn.summary import summarize_store
-from leukolearn.sweep import JobOutcome
+from leukolearn.experiments.protocol import ProtocolOptions, make_plan
+from leukolearn.runstore.store import DatasetInfo, RunStore
+from leukolearn.analysis.summary import summarize_store
+from leukolearn.experiments.sweep import JobOutcome
 
 CONFIG = {"protocol": "all", "options": {"folds": 4, "sizes": [4, 8]}, "metric": "auc"}
 

@@ -9,13 +9,13 @@ import math
 import numpy as np
 import pytest
 
-from leukolearn.cellimages import CellImages
+from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
-from leukolearn.presets import PRESETS, SweepConfig, get_preset
-from leukolearn.protocol import ProtocolOptions, make_plan
-from leukolearn.store import DatasetInfo, RunStore
-from leukolearn.summary import summarize, summarize_store
-from leukolearn.sweep import JobOutcome, run_sweep, sweep_dataset
+from leukolearn.experiments.presets import PRESETS, SweepConfig, get_preset
+from leukolearn.experiments.protocol import ProtocolOptions, make_plan
+from leukolearn.runstore.store import DatasetInfo, RunStore
+from leukolearn.analysis.summary import summarize, summarize_store
+from leukolearn.experiments.sweep import JobOutcome, run_sweep, sweep_dataset
 
 
 def tiny_cells(n=40, seed=0):
@@ -145,7 +145,7 @@ def test_a_run_of_some_folds_extends_to_all(tmp_path, cells):
     with open_store(tmp_path, cells, CONFIG) as store:  # run_folds=None: every fold
         report = run_sweep(cells, make_plan("all", cells.labels, OPTIONS), store, runner=runner,
                            progress=False)
-        assert store.config.options.run_folds is None  # the config says what was asked last
+        assert store.config_dict["options"]["run_folds"] is None  # the config says what was asked last
     assert report.skipped == 6 and sorted(runner.calls) == sorted(
         j.job_id for j in make_plan("all", cells.labels, OPTIONS) if j.fold >= 2)
 
@@ -196,19 +196,19 @@ def test_restarts_are_stored_and_summarised(tmp_path, cells, plan, capsys, monke
 @pytest.mark.parametrize("batched", [False, True])
 def test_training_runner_passes_restarts_on(cells, plan, monkeypatch, batched):
     """Both the one-job path (train_model) and the batched one (train_many) count restarts."""
-    import leukolearn.batched
-    import leukolearn.train
-    from leukolearn.sweep import TrainingRunner
-    from leukolearn.train import TrainConfig, TrainResult
+    import leukolearn.training.batched
+    import leukolearn.training.loop
+    from leukolearn.experiments.sweep import TrainingRunner
+    from leukolearn.training.loop import TrainConfig, TrainResult
 
     def result(job_seed):
         return TrainResult(model=None, best_epoch=1, epochs_run=2, restarts=job_seed % 3)
 
-    monkeypatch.setattr(leukolearn.train, "train_model",
+    monkeypatch.setattr(leukolearn.training.loop, "train_model",
                         lambda cells, train, val, config, *, seed: result(seed))
-    monkeypatch.setattr(leukolearn.batched, "train_many",
+    monkeypatch.setattr(leukolearn.training.batched, "train_many",
                         lambda cells, jobs, config: [result(seed) for _, _, seed in jobs])
-    monkeypatch.setattr(leukolearn.train, "predict_proba",  # no network to run
+    monkeypatch.setattr(leukolearn.training.loop, "predict_proba",  # no network to run
                         lambda model, images: np.full((len(images), 2), 0.5, dtype=np.float32))
     runner = TrainingRunner(TrainConfig(restarts=3))
     jobs = plan[:3]

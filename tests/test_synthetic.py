@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from leukolearn.cellimages import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS
+from leukolearn.data.cellimages import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS
 from leukolearn.data.synthetic import (CELL_TYPES, make_binary, make_cells,
                                        write_image_folder)
 from leukolearn.errors import LeukolearnError

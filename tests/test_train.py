@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from leukolearn.data.synthetic import make_binary
-from leukolearn.experiment import SplitSizes, single_split
-from leukolearn.metrics import roc_auc
-from leukolearn.model import ModelConfig, build_model
-from leukolearn.train import TrainConfig, predict_proba, train_model
+from leukolearn.experiments.single import SplitSizes, single_split
+from leukolearn.analysis.metrics import roc_auc
+from leukolearn.model.cnn import ModelConfig, build_model
+from leukolearn.training.loop import TrainConfig, predict_proba, train_model
 
 SIZE = 190  # the smallest input the paper's six conv/pool blocks accept: fast tests
 
@@ -100,7 +100,7 @@ def test_multiclass_training_oversamples_and_runs():
 def test_a_dead_network_is_restarted_from_a_new_initialisation(cells, split, monkeypatch):
     # lr 1e-9 learns nothing; a model whose classifier ignores its input predicts a
     # constant, which is what a dead ReLU network does. The first attempt is made dead.
-    import leukolearn.train as train_module
+    import leukolearn.training.loop as train_module
 
     real_build = train_module.build_model
     calls = []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leukolearn.store import RunStore
+from leukolearn.runstore.store import RunStore
 
 
 def image_path(root: Path, image_id: str) -> Path:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from leukolearn.data import load_dataset
+from leukolearn.data.dataset import load_dataset
 from leukolearn.data.synthetic import make_binary, write_image_folder
-from leukolearn.experiment import SplitSizes, default_train_config, train_and_evaluate
-from leukolearn.predict import PredictOptions, SampleResult, predict_samples
+from leukolearn.experiments.single import SplitSizes, default_train_config, train_and_evaluate
+from leukolearn.predict.predictor import PredictOptions, SampleResult, predict_samples
 
 PATIENT_BLAST_FRACTIONS = {"patient_A": 0.05, "patient_B": 0.25, "patient_C": 0.60}
 CELLS_PER_PATIENT = 40

@@ -17,7 +17,7 @@ from leukolearn.cli.options import (DEFAULT_POSITIVE, DatasetArg, LabelTableOpt,
 @app.command()
 def datasets(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """List the dataset layouts leukolearn can read."""
-    from leukolearn.data import list_datasets
+    from leukolearn.data.dataset import list_datasets
 
     layouts = list_datasets()
     if as_json:
@@ -44,7 +44,7 @@ def inspect(
 
     Bad files are listed, not fatal: inspect is how you find them.
     """
-    from leukolearn.data import inspect_dataset
+    from leukolearn.data.dataset import inspect_dataset
 
     report = inspect_dataset(
         dataset, root, size=size, positive=split_csv(positive or DEFAULT_POSITIVE.get(dataset)),

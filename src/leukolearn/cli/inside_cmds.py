@@ -32,8 +32,8 @@ def _sizes(text: str) -> list[int]:
 
 
 def _open(run: Path, masks: Optional[Path] = None, progress: bool = True):
-    from leukolearn.inside import reload_cells
-    from leukolearn.store import RunStore
+    from leukolearn.explain.runs import reload_cells
+    from leukolearn.runstore.store import RunStore
 
     store = RunStore.open(run)
     return store, reload_cells(store, masks_dir=masks, progress=progress)
@@ -63,10 +63,10 @@ def explain(
 
     Saliency and LRP maps of a few test images under the fold's models trained
     on more and more images (PNG + SVG)."""
-    from leukolearn.inside import cell_types, default_rows, fold_jobs
-    from leukolearn.inside_measures import explain_grid
-    from leukolearn.report.figures import save_figure
-    from leukolearn.report.inside_figures import explain_figure
+    from leukolearn.explain.runs import cell_types, default_rows, fold_jobs
+    from leukolearn.explain.measures import explain_grid
+    from leukolearn.report.style import save_figure
+    from leukolearn.report.explain_figures import explain_figure
 
     store, cells = _open(run, progress=not no_progress)
     jobs, _ = fold_jobs(store, fold, _sizes(sizes))
@@ -109,10 +109,10 @@ def embed(
 
     The separation table is kept in OUT/separation.csv: a second call measures only the
     models that finished since."""
-    from leukolearn.inside import column
-    from leukolearn.inside_measures import embed_panels, separation_table
-    from leukolearn.report.figures import save_figure
-    from leukolearn.report.inside_figures import separation_figure, tsne_figure
+    from leukolearn.explain.runs import column
+    from leukolearn.explain.measures import embed_panels, separation_table
+    from leukolearn.report.style import save_figure
+    from leukolearn.report.explain_figures import separation_figure, tsne_figure
 
     store, cells = _open(run, progress=not no_progress)
     out = out or run / "figures"
@@ -147,12 +147,12 @@ def focus(
     The share of positive LRP relevance (epsilon rule) on
     nucleus, cytoplasm and background of each model's test images, over training size
     (figure + CSV). Kept in OUT/focus_shares.csv: a second call measures only new models."""
-    from leukolearn.focus import REGIONS
-    from leukolearn.inside import column
-    from leukolearn.inside_measures import focus_table
-    from leukolearn.inside_shortcut import segment_masks
-    from leukolearn.report.figures import save_figure
-    from leukolearn.report.inside_figures import focus_figure
+    from leukolearn.explain.focus import REGIONS
+    from leukolearn.explain.runs import column
+    from leukolearn.explain.measures import focus_table
+    from leukolearn.experiments.variants import segment_masks
+    from leukolearn.report.style import save_figure
+    from leukolearn.report.explain_figures import focus_figure
 
     store, cells = _open(run, masks, progress=not no_progress)
     if masks is not None:
@@ -220,9 +220,9 @@ def shortcut(
     whole image, the networks need not look at the cell. With --original RUN the original
     images' jobs that an earlier sweep finished are copied from it, not trained again."""
     from leukolearn.cli.sweep_cmds import DEFAULT_PRESET, parse_sizes
-    from leukolearn.inside_shortcut import (run_shortcut, shortcut_masks, shortcut_summary,
-                                            write_summary)
-    from leukolearn.presets import get_preset
+    from leukolearn.experiments.shortcut import run_shortcut, shortcut_summary, write_summary
+    from leukolearn.experiments.variants import shortcut_masks
+    from leukolearn.experiments.presets import get_preset
 
     config = get_preset(preset or DEFAULT_PRESET.get(dataset, "paper-all-binary"))
     config = config.with_options(folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes),
@@ -263,8 +263,8 @@ def shortcut(
 
 
 def _shortcut_figure(out: Path, summary: dict) -> list[Path]:
-    from leukolearn.report.figures import save_figure
-    from leukolearn.report.inside_figures import shortcut_figure
+    from leukolearn.report.style import save_figure
+    from leukolearn.report.explain_figures import shortcut_figure
     from leukolearn.report.run_figures import METRIC_LABELS
 
     variants = {}
@@ -285,9 +285,9 @@ def _examples_figure(cells, cut, result, out: Path) -> list[Path]:
     """shortcut_examples.png/svg: the first image of each class as each variant shows it."""
     import numpy as np
 
-    from leukolearn.inside_shortcut import VARIANTS, apply_variant
-    from leukolearn.report.figures import save_figure
-    from leukolearn.report.inside_figures import variant_examples_figure
+    from leukolearn.experiments.variants import VARIANTS, apply_variant
+    from leukolearn.report.style import save_figure
+    from leukolearn.report.explain_figures import variant_examples_figure
 
     first = [int(np.flatnonzero(cells.labels == k)[0]) for k in np.unique(cells.labels)]
     picked = cells.subset(np.array(first))
@@ -301,7 +301,8 @@ def _print_shortcut(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from leukolearn.inside_shortcut import VARIANTS, summary_table
+    from leukolearn.experiments.variants import VARIANTS
+    from leukolearn.experiments.shortcut import summary_table
 
     names = [v for v in VARIANTS if v in summary["variants"]]
     table = Table(title=f"median {summary.get('metric', 'metric')} over folds")

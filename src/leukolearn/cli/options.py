@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from leukolearn.cellimages import CellImages
+from leukolearn.data.cellimages import CellImages
 
 DATA = "Data"
 
@@ -38,7 +38,7 @@ def load_cells(dataset: str, root: Path, *, size: Optional[int] = None,
                label_table: Optional[Path] = None, masks: Optional[Path] = None,
                keep_duplicates: bool = False, progress: bool = True) -> CellImages:
     """Load a dataset as the CLI's options describe it (binary unless --multiclass)."""
-    from leukolearn.data import load_dataset
+    from leukolearn.data.dataset import load_dataset
 
     if positive is None and not multiclass:
         positive = DEFAULT_POSITIVE.get(dataset)

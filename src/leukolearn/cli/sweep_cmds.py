@@ -21,7 +21,7 @@ DEFAULT_PRESET = {"aml-lmu": "paper-aml-binary"}
 
 
 def _preset_help() -> str:
-    from leukolearn.presets import PRESETS
+    from leukolearn.experiments.presets import PRESETS
 
     return "; ".join(f"{name}: {desc}" for name, (desc, _) in PRESETS.items())
 
@@ -70,8 +70,8 @@ def sweep(
     Every finished training is saved at once in the run directory; run the same command
     again to resume an interrupted sweep. Then: `leukolearn summary RUN`.
     """
-    from leukolearn.presets import get_preset
-    from leukolearn.sweep import sweep_dataset
+    from leukolearn.experiments.presets import get_preset
+    from leukolearn.experiments.sweep import sweep_dataset
 
     config = get_preset(preset or DEFAULT_PRESET.get(dataset, "paper-all-binary"))
     config = config.with_options(folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes),
@@ -110,8 +110,8 @@ def summary(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV here."),
 ):
     """Test metric per training size over folds: mean ± s.d., median, degenerate runs."""
-    from leukolearn.store import RunStore
-    from leukolearn.summary import summarize_store
+    from leukolearn.runstore.store import RunStore
+    from leukolearn.analysis.summary import summarize_store
 
     with RunStore.open(run) as store:
         result = summarize_store(store)
@@ -130,7 +130,7 @@ def presets():
     """The named sweep settings `leukolearn sweep --preset` accepts, as JSON."""
     import json
 
-    from leukolearn.presets import PRESETS, get_preset
+    from leukolearn.experiments.presets import PRESETS, get_preset
 
     typer.echo(json.dumps({name: {"about": desc, **get_preset(name).to_dict()}
                            for name, (desc, _) in PRESETS.items()}, indent=2))

@@ -47,7 +47,7 @@ def train(
     Writes model.safetensors, history.json, metrics.json, split.json and
     train_config.json into --out.
     """
-    from leukolearn.experiment import SplitSizes, default_train_config, train_and_evaluate
+    from leukolearn.experiments.single import SplitSizes, default_train_config, train_and_evaluate
 
     cells = load_cells(dataset, root, size=size, positive=positive, multiclass=multiclass,
                        label_table=label_table, masks=masks, keep_duplicates=keep_duplicates,

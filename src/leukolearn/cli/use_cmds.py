@@ -53,7 +53,7 @@ def predict(
     Writes cells.csv, samples.csv and summary.json into --out (and reliability.png
     when calibration data are available).
     """
-    from leukolearn.predict import PredictOptions, predict_samples
+    from leukolearn.predict.predictor import PredictOptions, predict_samples
 
     options = PredictOptions(size=size, threshold=threshold, target_sensitivity=target_sensitivity,
                              positive=split_csv(positive), diagnostic_threshold=diagnostic_threshold,
@@ -134,9 +134,10 @@ def calibrate(
     import numpy as np
 
     from leukolearn.errors import LeukolearnError
-    from leukolearn.model import save_model
-    from leukolearn.predict import MODEL_FILE, calibrate_model, load_predictor
-    from leukolearn.threshold import held_out_ids
+    from leukolearn.model.weights import save_model
+    from leukolearn.predict.predictor import MODEL_FILE, load_predictor
+    from leukolearn.predict.threshold import calibrate_model
+    from leukolearn.predict.threshold import held_out_ids
 
     predictor = load_predictor(model)
     if predictor.kind != "model":
@@ -195,8 +196,9 @@ def plan(
     Fits an inverse power law a - b*n^-c to the sweep's test metric per training size and
     bootstraps over folds; draws the fit with the measured points and the target.
     """
-    from leukolearn.curves import learning_curve_figure, plan_from_store
-    from leukolearn.report.figures import save_figure
+    from leukolearn.report.analysis_figures import learning_curve_figure
+    from leukolearn.analysis.curves import plan_from_store
+    from leukolearn.report.style import save_figure
 
     result = plan_from_store(run, target, fit_max=fit_max, validate_at=validate_at,
                              n_boot=n_boot, seed=seed, confidence=confidence,
@@ -221,8 +223,8 @@ def export(
     Input float32 (N, 3, H, W) RGB in [0, 1]; output class probabilities.
     """
     from leukolearn.errors import LeukolearnError
-    from leukolearn.export import PARITY_TOLERANCE, export_onnx, onnx_difference
-    from leukolearn.predict import load_predictor
+    from leukolearn.model.onnx import PARITY_TOLERANCE, export_onnx, onnx_difference
+    from leukolearn.predict.predictor import load_predictor
 
     predictor = load_predictor(model)
     if predictor.kind != "model":

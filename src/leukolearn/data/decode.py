@@ -28,7 +28,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from leukolearn.cellimages import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS
+from leukolearn.data.cellimages import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS
 from leukolearn.errors import BadFileError
 
 DECODE_POLICY_VERSION = 1

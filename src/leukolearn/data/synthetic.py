@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from leukolearn.cellimages import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS, CellImages
+from leukolearn.data.cellimages import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS, CellImages
 from leukolearn.errors import LeukolearnError
 
 CELL_TYPES = ("blast", "lymphocyte", "neutrophil", "monocyte", "eosinophil", "basophil")

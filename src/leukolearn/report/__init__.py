@@ -1,11 +1,6 @@
 """Figures and the paper's reported numbers, for comparing a reproduction with the article."""
-from leukolearn.report.figures import (
-    auc_vs_size,
-    confusion_matrix_percent,
-    loss_curves,
-    mean_roc,
-    save_figure,
-)
+from leukolearn.report.figures import (auc_vs_size, confusion_matrix_percent, loss_curves, mean_roc)
+from leukolearn.report.style import save_figure
 from leukolearn.report.paper_values import PaperResult, paper_reference, paper_result
 
 __all__ = [

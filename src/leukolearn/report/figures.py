@@ -10,7 +10,6 @@ come from the Okabe-Ito palette (safe for colour-vision deficiency, readable in 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
@@ -20,56 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
 from leukolearn.report.paper_values import PAPER_CITATION
-
-SINGLE_COLUMN_IN = 3.5
-DOUBLE_COLUMN_IN = 7.0
-PNG_DPI = 200
-
-# Okabe-Ito colours, one meaning each across all figures.
-COLORS = {
-    "ours": "#0072B2",  # blue: this reproduction (boxes, mean ROC, training loss)
-    "val": "#E69F00",  # orange: validation loss
-    "paper": "#D55E00",  # vermillion: values reported by the paper; best-epoch marker
-    "chance": "0.45",
-    "fold": "0.72",
-}
-
-_RC = {
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.labelsize": 9,
-    "xtick.labelsize": 9,
-    "ytick.labelsize": 9,
-    "legend.fontsize": 9,
-    "legend.title_fontsize": 9,
-    "legend.frameon": False,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.linewidth": 0.8,
-    "lines.linewidth": 1.5,
-    "svg.hashsalt": "leukolearn",  # stable ids in the SVG, so reruns give identical files
-}
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write `fig` to out_dir/stem.png (200 dpi) and out_dir/stem.svg; return both paths."""
-    if not stem or Path(stem).name != stem:
-        raise ValueError(f"stem must be a bare file name without a folder, got {stem!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt, metadata in (("png", None), ("svg", {"Date": None})):
-        path = out_dir / f"{stem}.{fmt}"
-        with mpl.rc_context(_RC):
-            fig.savefig(path, format=fmt, dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.03,
-                        metadata=metadata, facecolor="white")
-        paths.append(path)
-    return paths
-
+from leukolearn.report.style import COLORS, DOUBLE_COLUMN_IN, RC, SINGLE_COLUMN_IN, new_figure
 
 def _title(parts: Sequence[str | None]) -> str | None:
     kept = [p for p in parts if p]
@@ -102,8 +52,8 @@ def loss_curves(
     train = np.array([h["train_loss"] for h in rows], dtype=float)
     val = np.array([h["val_loss"] for h in rows], dtype=float)
 
-    with mpl.rc_context(_RC):
-        fig = _new_figure(SINGLE_COLUMN_IN, 2.7)
+    with mpl.rc_context(RC):
+        fig = new_figure(SINGLE_COLUMN_IN, 2.7)
         ax = fig.add_subplot()
         ax.plot(epoch, train, color=COLORS["ours"], label="Training")
         ax.plot(epoch, val, color=COLORS["val"], label="Validation")
@@ -166,8 +116,8 @@ def mean_roc(
         tprs.append(tpr_grid)
         aucs.append(roc_auc_score(positive, p))
 
-    with mpl.rc_context(_RC):
-        fig = _new_figure(SINGLE_COLUMN_IN, 3.4)
+    with mpl.rc_context(RC):
+        fig = new_figure(SINGLE_COLUMN_IN, 3.4)
         ax = fig.add_subplot()
         ax.plot([0, 1], [0, 1], ls="--", lw=1.0, color=COLORS["chance"], label="Chance")
         if show_folds:
@@ -254,8 +204,8 @@ def auc_vs_size(
     positions = np.arange(1, len(sizes) + 1)
 
     width = float(np.clip(1.3 + 0.3 * len(sizes), SINGLE_COLUMN_IN, DOUBLE_COLUMN_IN))
-    with mpl.rc_context(_RC):
-        fig = _new_figure(width, 3.0)
+    with mpl.rc_context(RC):
+        fig = new_figure(width, 3.0)
         ax = fig.add_subplot()
         if chance_level is not None:
             ax.axhline(chance_level, ls="--", lw=1.0, color=COLORS["chance"], zorder=0)
@@ -346,8 +296,8 @@ def confusion_matrix_percent(
         pct = 100.0 * counts / row_total[:, None]
 
     side = float(np.clip(1.8 + 0.5 * n, SINGLE_COLUMN_IN, DOUBLE_COLUMN_IN))
-    with mpl.rc_context(_RC):
-        fig = _new_figure(side + 0.4, side)
+    with mpl.rc_context(RC):
+        fig = new_figure(side + 0.4, side)
         ax = fig.add_subplot()
         cm = mpl.colormaps[cmap]
         ax.imshow(np.nan_to_num(pct, nan=0.0), cmap=cm, vmin=0, vmax=100, aspect="equal")

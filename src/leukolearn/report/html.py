@@ -34,8 +34,8 @@ import numpy as np
 
 from leukolearn.errors import LeukolearnError
 from leukolearn.report.paper_values import PAPER_CITATION, paper_result
-from leukolearn.store import RunStore
-from leukolearn.summary import Summary, summarize_store
+from leukolearn.runstore.store import RunStore
+from leukolearn.analysis.summary import Summary, summarize_store
 
 DEFAULT_TARGET = 0.95  # learning-curve target: "how many images for AUC 0.95"
 N_BOOT = 1000  # as `leukolearn plan`, so the two give the same interval
@@ -328,7 +328,7 @@ def _paper_figures_intro(paper) -> str:
 
 def _curve(run: Path, target: float, n_boot: int):
     """(plan, note): the learning-curve fit, or None and why it was skipped."""
-    from leukolearn.curves import metric_table, plan_annotation
+    from leukolearn.analysis.curves import metric_table, plan_annotation
 
     with RunStore.open(run) as store:
         sizes, folds, values, name = metric_table(store.results())
@@ -352,7 +352,7 @@ def _curve_section(curve, metric: str, target: float) -> Section:
         section.body = _p(_e(note) + " <code>leukolearn plan RUN --target 0.95</code> fits it "
                           "once the sweep has more results.")
         return section
-    from leukolearn.curves import learning_curve_figure
+    from leukolearn.report.analysis_figures import learning_curve_figure
 
     section.body = (_p(f"The test {_e(metric)} against training size n fitted with an inverse "
                        "power law a − b·n<sup>−c</sup> (Figueroa et al. 2012) on the mean over "
@@ -370,7 +370,8 @@ def _curve_section(curve, metric: str, target: float) -> Section:
 
 def _calibration(store: RunStore, done: list, largest: int) -> tuple[Section, float]:
     """The reliability section of the pooled test predictions at `largest`, and its ECE."""
-    from leukolearn.calibration import reliability_curve, reliability_diagram
+    from leukolearn.analysis.calibration import reliability_curve
+    from leukolearn.report.analysis_figures import reliability_diagram
 
     jobs = [r for r in done if r.size == largest]
     preds = [store.predictions(r.job_id) for r in jobs]
@@ -613,10 +614,10 @@ def _png(fig) -> bytes:
     """A matplotlib Figure as PNG bytes, exactly as `save_figure` would write it."""
     import matplotlib as mpl
 
-    from leukolearn.report.figures import _RC, PNG_DPI
+    from leukolearn.report.style import PNG_DPI, RC
 
     buf = io.BytesIO()
-    with mpl.rc_context(_RC):
+    with mpl.rc_context(RC):
         fig.savefig(buf, format="png", dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.03,
                     facecolor="white")
     return buf.getvalue()

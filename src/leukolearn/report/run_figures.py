@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from leukolearn.report.figures import (auc_vs_size, confusion_matrix_percent, loss_curves,
-                                       mean_roc, save_figure)
+from leukolearn.report.figures import (auc_vs_size, confusion_matrix_percent, loss_curves, mean_roc)
+from leukolearn.report.style import save_figure
 from leukolearn.report.paper_values import paper_reference
-from leukolearn.store import RunStore
-from leukolearn.summary import summarize_store
+from leukolearn.runstore.store import RunStore
+from leukolearn.analysis.summary import summarize_store
 
 METRIC_LABELS = {"auc": "ROC-AUC", "weighted_f1": "Weighted F1"}
 

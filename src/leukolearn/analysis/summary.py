@@ -1,0 +1,126 @@
+"""The Supplementary Table S2 analogue: the test metric per training size over folds.
+
+Built from a run store alone. Mean and s.d. are over every finished job of a size (folds
+x replicates); the s.d. is the sample one (ddof=1), NaN with a single job. Jobs whose
+metric is undefined (e.g. AUC of a one-class test set) count in `n_jobs` but not in the
+statistics; degenerate runs (constant predictions) are counted *and* kept in the
+statistics, as the paper's numbers would have included them. `n_restarted` counts the
+jobs whose network was re-initialised after dying (TrainConfig.restarts); jobs saved
+before restarts were recorded (JobRecord.restarts None) count as not restarted, which is
+exact for a run with restarts 0 (the paper presets).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from leukolearn.runstore.store import JobRecord, RunStore
+
+# n_restarted last (added later): a CSV reader that goes by position finds the others unmoved.
+COLUMNS = ("size", "n_jobs", "n_folds", "mean", "sd", "median", "min", "max", "n_degenerate",
+           "n_undefined", "n_failed", "n_restarted")
+
+
+@dataclass(frozen=True)
+class SizeRow:
+    size: int
+    n_jobs: int  # finished jobs
+    n_folds: int  # distinct folds among them
+    mean: float
+    sd: float
+    median: float
+    min: float
+    max: float
+    n_degenerate: int
+    n_undefined: int  # metric NaN
+    n_failed: int  # last attempt raised; run again on resume
+    n_restarted: int = 0  # finished jobs that needed at least one restart
+
+
+@dataclass(frozen=True)
+class Summary:
+    metric_name: str
+    rows: list[SizeRow]
+    # multiclass runs: per training size, confusion counts summed over jobs (true x predicted)
+    class_names: tuple[str, ...] = ()
+    confusion: dict[int, list[list[int]]] = field(default_factory=dict)
+
+    def row(self, size: int) -> SizeRow:
+        return next(r for r in self.rows if r.size == size)
+
+    def to_dict(self) -> dict:
+        d = {"metric": self.metric_name, "rows": [_nan_to_none(asdict(r)) for r in self.rows]}
+        if self.confusion:
+            d["class_names"] = list(self.class_names)
+            d["confusion"] = {str(k): v for k, v in self.confusion.items()}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_csv(self) -> str:
+        """One line per size; NaN as an empty field; floats to 4 decimals."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(("metric",) + COLUMNS)
+        for r in self.rows:
+            writer.writerow([self.metric_name] + [_csv_value(getattr(r, c)) for c in COLUMNS])
+        return buf.getvalue()
+
+
+def summarize(records: Iterable[JobRecord], metric_name: str | None = None) -> Summary:
+    """Group job records (done and failed) by training size."""
+    records = list(records)
+    if metric_name is None:
+        metric_name = next((r.metric_name for r in records if r.metric_name), "metric")
+    rows = []
+    for size in sorted({r.size for r in records}):
+        done = [r for r in records if r.size == size and r.status == "done"]
+        values = np.array([r.metric for r in done], dtype=float)
+        ok = values[~np.isnan(values)]
+        rows.append(SizeRow(
+            size=size, n_jobs=len(done), n_folds=len({r.fold for r in done}),
+            mean=_stat(np.mean, ok), sd=float(np.std(ok, ddof=1)) if len(ok) > 1 else math.nan,
+            median=_stat(np.median, ok), min=_stat(np.min, ok), max=_stat(np.max, ok),
+            n_degenerate=sum(r.degenerate for r in done), n_undefined=int(np.isnan(values).sum()),
+            n_failed=sum(1 for r in records if r.size == size and r.status == "failed"),
+            n_restarted=sum(1 for r in done if r.restarts),  # None (not recorded) counts as 0
+        ))
+    return Summary(metric_name, rows)
+
+
+def summarize_store(store: RunStore) -> Summary:
+    """`summarize` of a run, plus confusion counts per size when its metric is weighted F1."""
+    summary = summarize(store.results(include_failed=True), store.config_dict.get("metric"))
+    if summary.metric_name != "weighted_f1":
+        return summary
+    names = tuple(store.dataset_info.class_names)
+    counts: dict[int, np.ndarray] = {}
+    for record in store.results():
+        pred = store.predictions(record.job_id)
+        m = np.zeros((len(names), len(names)), dtype=np.int64)
+        np.add.at(m, (pred.labels, pred.probs.argmax(axis=1)), 1)
+        counts[record.size] = counts.get(record.size, 0) + m
+    return Summary(summary.metric_name, summary.rows, names,
+                   {size: m.tolist() for size, m in sorted(counts.items())})
+
+
+def _stat(fn, values: np.ndarray) -> float:
+    return float(fn(values)) if len(values) else math.nan
+
+
+def _nan_to_none(d: dict) -> dict:
+    # JSON has no NaN; null is what other tools read as "missing".
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def _csv_value(v: object) -> object:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4f}"
+    return v

@@ -1,0 +1,308 @@
+"""Turning a dataset on disk into `CellImages`: list, decode (cached), deduplicate.
+
+    from leukolearn.data.dataset import list_datasets, load_dataset, inspect_dataset
+    cells = load_dataset("all-idb2", "data/ALL_IDB2/img")          # 257 px, duplicates dropped
+    cells = load_dataset("aml-lmu", "data/AML", positive=["MYO", "MOB"])  # binary task
+    report = inspect_dataset("folder", "data/PBC")                  # counts, sizes, problems
+
+Loaders (one per layout, in `loaders`) only list files and labels; every layout then
+shares the same decoding policy (`decode`), cache (`cache`) and duplicate finder
+(`duplicates`).
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from leukolearn.data.cellimages import CellImages, derive_fingerprint
+from leukolearn.data import cache as cache_mod
+from leukolearn.data.decode import (DECODE_POLICY_VERSION, fit_mask_to_square, fit_to_square,
+                                    read_image, read_mask)
+from leukolearn.data.duplicates import (HASH_BITS, HASH_VERSION, duplicate_groups,
+                                        duplicates_to_drop, find_duplicate_pairs,
+                                        perceptual_hash)
+from leukolearn.data.loaders import (AML_BLASTS, AML_CLASSES, LOADERS, Entry, Listing,
+                                     register_loader)
+from leukolearn.errors import BadFileError, LeukolearnError
+
+__all__ = ["AML_BLASTS", "AML_CLASSES", "inspect_dataset", "list_datasets", "load_dataset", "register_loader"]
+
+_MASK_ASPECT_TOLERANCE = 0.03  # masks may be at another resolution, not another shape
+_MAX_THREADS = 8
+_CHUNK = 64  # entries decoded per batch of threads
+
+
+def list_datasets() -> dict[str, str]:
+    """Dataset layout name -> one-line description."""
+    return {name: spec.description for name, spec in sorted(LOADERS.items())}
+
+
+def load_dataset(name: str, root: str | Path, *, size: int | None = None,
+                 positive: Sequence[str] | None = None, label_table: str | Path | None = None,
+                 masks_dir: str | Path | None = None, allow_outside_root: bool = False,
+                 dedupe: bool = True, cache: bool = True, progress: bool = True) -> CellImages:
+    """Load dataset layout `name` from `root` (a folder; the CSV file for "manifest").
+
+    size: model input size, default the layout's (all-idb2 257, aml-lmu 400, else 257).
+    positive: class names forming the positive class; given, the result is binary
+        ("other", "blast"). Blast classes a layout knows but this copy lacks are skipped.
+    label_table, masks_dir: ALL-IDB2 only (cell-type labels; expert masks).
+    allow_outside_root: "manifest" only; lets paths leave the CSV's folder.
+    dedupe: drop all but the first image of each near-duplicate group. Kept
+        (dedupe=False), near-copies share a group id, for grouped splits.
+    cache: reuse / store decoded arrays (see `leukolearn.data.cache`).
+
+    Raises LeukolearnError for a bad option or an empty dataset, and BadFileError naming
+    the first file that cannot be used (nothing is cached then).
+    """
+    listing, size = _list(name, root, size, label_table, masks_dir, allow_outside_root)
+    if listing.bad:
+        raise listing.bad[0]
+    decoded = _decode(listing, size, cache=cache, progress=progress, keep_going=False)
+    n = len(listing.entries)
+    pairs = find_duplicate_pairs(decoded.hashes)
+    keep = np.arange(n)
+    if dedupe:
+        keep = np.setdiff1d(keep, duplicates_to_drop(n, pairs))
+    entries = [listing.entries[i] for i in keep]
+    groups = None
+    if any(e.group is not None for e in entries):
+        groups = np.array([e.group for e in entries], dtype=str)
+    elif not dedupe and pairs:
+        rep = duplicate_groups(n, pairs)
+        groups = np.array([listing.entries[r].image_id for r in rep], dtype=str)
+    labels = np.array([listing.class_names.index(e.label) for e in entries], dtype=np.int64)
+    ids = tuple(e.image_id for e in entries)
+    # With a cache entry, the files' content hashes already fingerprint the pixels: hashing
+    # gigabytes of decoded arrays again would dominate a second load. The masks are left
+    # out: training never reads them, so a run made without --masks is the same run when
+    # `focus` or `shortcut` later loads its images with them.
+    fingerprint = "" if decoded.pixels_key is None else derive_fingerprint(
+        decoded.pixels_key, keep.tobytes(), labels.tobytes(), ids, listing.class_names,
+        None if groups is None else groups.tolist())
+    cells = CellImages(
+        images=decoded.rows("images", keep), labels=labels, class_names=listing.class_names,
+        image_ids=ids, masks=decoded.rows("masks", keep) if decoded.masks is not None else None,
+        groups=groups, fingerprint=fingerprint,
+    )
+    if positive is not None:
+        cells = cells.binary(_present_positive(positive, listing))
+    return cells
+
+
+def inspect_dataset(name: str, root: str | Path, *, size: int | None = None,
+                    positive: Sequence[str] | None = None,
+                    label_table: str | Path | None = None, masks_dir: str | Path | None = None,
+                    allow_outside_root: bool = False, dedupe: bool = True, cache: bool = True,
+                    progress: bool = True) -> dict:
+    """What `load_dataset` would see, as a JSON-serialisable dict; bad files are listed
+    (`bad_files`) instead of stopping. Options as for `load_dataset`."""
+    listing, size = _list(name, root, size, label_table, masks_dir, allow_outside_root)
+    decoded = _decode(listing, size, cache=cache, progress=progress, keep_going=True)
+    entries, ok = listing.entries, decoded.ok
+    pairs = find_duplicate_pairs(decoded.hashes, valid=ok)
+    dropped = duplicates_to_drop(len(entries), pairs) if dedupe else np.array([], np.int64)
+    labels = Counter(e.label for e, good in zip(entries, ok) if good)
+    sizes = Counter(f"{w}x{h}" for (w, h), good in zip(decoded.sizes.tolist(), ok) if good)
+    report = {
+        "dataset": name,
+        "root": str(Path(root)),
+        "size": size,
+        "n_images": int(ok.sum()),
+        "class_counts": {c: labels[c] for c in listing.class_names},
+        "image_sizes": dict(sizes.most_common()),
+        "duplicate_pairs": [[entries[i].image_id, entries[j].image_id, d] for i, j, d in pairs],
+        "dropped_duplicates": [entries[i].image_id for i in dropped],
+        "n_after_dedupe": int(ok.sum()) - len(dropped),
+        "bad_files": [{"path": str(e.path), "problem": e.problem}
+                      for e in listing.bad + decoded.bad],
+    }
+    if positive is not None:
+        chosen = _present_positive(positive, listing)
+        n_pos = sum(labels[c] for c in chosen)
+        report["binary_counts"] = {"other": report["n_images"] - n_pos, "blast": n_pos}
+    return report
+
+
+def _list(name: str, root: str | Path, size: int | None, label_table: str | Path | None,
+          masks_dir: str | Path | None, allow_outside_root: bool) -> tuple[Listing, int]:
+    """Find the loader, check the options apply to it, and list the dataset."""
+    spec = LOADERS.get(name)
+    if spec is None:
+        raise LeukolearnError(f"unknown dataset {name!r}; known: {', '.join(sorted(LOADERS))}")
+    if size is not None and (not isinstance(size, (int, np.integer)) or size < 1):
+        raise LeukolearnError(f"size must be a positive number of pixels, got {size!r}")
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise LeukolearnError(f"{root} does not exist")
+    options = {"label_table": label_table, "masks_dir": masks_dir,
+               "allow_outside_root": allow_outside_root}
+    options = {k: v for k, v in options.items() if v not in (None, False)}
+    accepted = inspect.signature(spec.fn).parameters
+    for option in options:
+        if option not in accepted:
+            raise LeukolearnError(f"option {option} does not apply to dataset {name!r}")
+    listing = spec.fn(root, **{k: Path(v) if k != "allow_outside_root" else v
+                               for k, v in options.items()})
+    _move_duplicate_ids_to_bad(listing)
+    if not listing.entries and not listing.bad:
+        raise LeukolearnError(f"no images found in {root}")
+    return listing, int(size or spec.default_size)
+
+
+def _move_duplicate_ids_to_bad(listing: Listing) -> None:
+    """Two files with one image id (Im001_1.jpg and Im001_1.tif; one name in two AML class
+    folders): the second is a bad file naming the first, instead of an error without names."""
+    first: dict[str, Path] = {}
+    kept = []
+    for entry in listing.entries:
+        if entry.image_id in first:
+            listing.bad.append(BadFileError(
+                entry.path, f"same image id {entry.image_id!r} as {first[entry.image_id]} "
+                            "(image ids must be unique: rename or remove one)"))
+        else:
+            first[entry.image_id] = entry.path
+            kept.append(entry)
+    listing.entries = kept
+
+
+def _present_positive(positive: Sequence[str], listing: Listing) -> tuple[str, ...]:
+    """The positive classes present in this copy; known but absent ones are skipped."""
+    names = (positive,) if isinstance(positive, str) else tuple(positive)
+    known = listing.known_classes or listing.class_names
+    unknown = [p for p in names if p not in known and p not in listing.class_names]
+    if unknown:  # a typo, or a class of another dataset: never silently zero blasts
+        raise LeukolearnError(f"positive class {unknown[0]!r} is not among the classes "
+                              f"{list(listing.class_names)}")
+    chosen = tuple(p for p in names if p in listing.class_names or p not in known)
+    if not chosen:
+        raise LeukolearnError(f"none of the positive classes {list(names)} has images here "
+                              f"(classes: {list(listing.class_names)})")
+    return chosen
+
+
+@dataclass
+class _Decoded:
+    """Arrays for every listed entry, in listing order."""
+    images: np.ndarray | None  # (N, S, S, 3) uint8; None when inspect met bad files
+    masks: np.ndarray | None  # (N, S, S) uint8 region codes
+    sizes: np.ndarray  # (N, 2) original width, height
+    hashes: np.ndarray  # (N, HASH_BITS) bool perceptual hashes of the originals
+    ok: np.ndarray  # (N,) bool: decoded without error
+    bad: list[BadFileError]
+    key: str | None = None  # cache entry holding the arrays
+    pixels_key: str | None = None  # like key, but of the images alone (no masks)
+
+    def rows(self, name: str, index: np.ndarray) -> np.ndarray:
+        """Rows of images or masks, kept memory-mapped when the arrays are cached."""
+        array = getattr(self, name)
+        if len(index) == len(array):
+            return array
+        if self.key is not None:
+            return cache_mod.entry_rows(self.key, name, index)
+        return array[index]
+
+
+def _decode(listing: Listing, size: int, *, cache: bool, progress: bool,
+            keep_going: bool) -> _Decoded:
+    """Decode every entry at `size`, from the cache when it holds them.
+
+    keep_going: record bad files and go on (inspect) instead of raising the first.
+    """
+    entries = listing.entries
+    n, with_masks = len(entries), any(e.mask_path is not None for e in entries)
+    key, pixels_key = _cache_keys(listing, size, keep_going, progress) if cache else (None, None)
+    if key is not None and (hit := cache_mod.lookup(key)) is not None:
+        return _Decoded(hit["images"], hit.get("masks"), hit["sizes"], hit["hashes"],
+                        np.ones(n, bool), [], key, pixels_key)
+    specs = {"images": ((n, size, size, 3), np.uint8), "sizes": ((n, 2), np.int32),
+             "hashes": ((n, HASH_BITS), np.bool_)}
+    if with_masks:
+        specs["masks"] = ((n, size, size), np.uint8)
+    writer = cache_mod.EntryWriter(key, specs) if key is not None else None
+    with writer or nullcontext():
+        arrays = writer.arrays if writer else {k: np.zeros(s, d) for k, (s, d) in specs.items()}
+        ok, bad = np.zeros(n, bool), []
+        for i, result in _track(_decode_each(entries, size), f"Decoding {n} images", n, progress):
+            if isinstance(result, BadFileError):
+                if not keep_going:
+                    raise result
+                bad.append(result)
+                continue
+            arrays["images"][i], arrays["sizes"][i], arrays["hashes"][i], mask = result
+            if mask is not None:
+                arrays["masks"][i] = mask
+            ok[i] = True
+        if writer is not None and not bad:
+            arrays, key = writer.commit(), writer.key
+        elif writer is not None:  # inspect with bad files: keep the small arrays only
+            arrays = {k: np.array(arrays[k]) for k in ("sizes", "hashes")}
+            key = pixels_key = None
+    return _Decoded(arrays.get("images"), arrays.get("masks"), arrays["sizes"],
+                    arrays["hashes"], ok, bad, key, pixels_key)
+
+
+def _cache_keys(listing: Listing, size: int, keep_going: bool,
+                progress: bool) -> tuple[str | None, str | None]:
+    """(the cache entry for this listing, a key of its images alone); (None, None), no
+    caching, if inspect meets an unreadable file, which the decoding loop then reports."""
+    entries = listing.entries
+    try:
+        pairs = [(cache_mod.file_digest(e.path),
+                  cache_mod.file_digest(e.mask_path) if e.mask_path else "")
+                 for _, e in _track(entries, "Checking the cache", len(entries), progress)]
+    except BadFileError:
+        if keep_going:
+            return None, None
+        raise
+    settings = (size, DECODE_POLICY_VERSION, HASH_VERSION)
+    # Without masks the two keys are equal, as the one key was before masks were left out
+    # of the fingerprint: the fingerprints of existing runs made without masks still hold.
+    return (cache_mod.content_key([image + mask for image, mask in pairs], *settings),
+            cache_mod.content_key([image for image, _ in pairs], *settings))
+
+
+def _decode_each(entries: list[Entry], size: int) -> Iterator:
+    """Decoded entries in order, a few threads at a time (Pillow, tifffile and numpy
+    release the GIL while they work); a bad file is yielded as its BadFileError."""
+    workers = min(_MAX_THREADS, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        # Submit in chunks: results wait in RAM only until written, never a whole dataset.
+        for start in range(0, len(entries), _CHUNK):
+            yield from pool.map(partial(_decode_one, size=size), entries[start:start + _CHUNK])
+
+
+def _decode_one(entry: Entry, size: int):
+    """(fitted image, (width, height), hash, fitted mask or None), or the BadFileError."""
+    try:
+        img = read_image(entry.path)
+        mask = None if entry.mask_path is None else _fitted_mask(entry.mask_path, img.shape, size)
+        return fit_to_square(img, size), (img.shape[1], img.shape[0]), perceptual_hash(img), mask
+    except BadFileError as e:
+        return e
+
+
+def _fitted_mask(path: Path, image_shape: tuple[int, ...], size: int) -> np.ndarray:
+    mask = read_mask(path)
+    (h, w), (mh, mw) = image_shape[:2], mask.shape
+    if abs(h / max(h, w) - mh / max(mh, mw)) + abs(w / max(h, w) - mw / max(mh, mw)) \
+            > _MASK_ASPECT_TOLERANCE:
+        raise BadFileError(path, f"mask is {mw}x{mh} but its image is {w}x{h} (another shape)")
+    return fit_mask_to_square(mask, size)
+
+
+def _track(items: Iterable, description: str, total: int, progress: bool):
+    """enumerate(items) with a rich progress bar when `progress`."""
+    from rich.progress import track
+
+    return track(enumerate(items), description=description, total=total,
+                 disable=not progress, transient=True)

@@ -1,0 +1,345 @@
+"""Running a Plan: one training per Job, results into the run store, resumable.
+
+`run_sweep` skips the jobs the store already holds, so running the same command again
+after a crash or Ctrl-C finishes exactly the missing jobs; each job depends on its own
+seed only, so the result equals an uninterrupted run. With `jobs=N` the jobs run in N
+forked worker processes (the image array is shared copy-on-write, never pickled per job);
+the parent is the only process that writes the store.
+
+A job whose runner raises is recorded as 'failed' with its message (scikit-learn's
+learning_curve records a failed fit as NaN and goes on; so do we) and is run again on
+resume. Ctrl-C stops at once: finished jobs are already saved, running ones are dropped.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from leukolearn.data.cellimages import CellImages
+from leukolearn.errors import LeukolearnError
+from leukolearn.experiments.protocol import Job, Plan, keep_classes, make_plan
+from leukolearn.runstore.store import DatasetInfo, RunStore
+
+METRICS = ("auc", "weighted_f1")
+
+
+@dataclass
+class JobOutcome:
+    """What a runner returns for one job."""
+
+    metric: float  # AUC (binary) or weighted F1 on the fold's test set; NaN if undefined
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    degenerate: bool  # constant predictions on validation
+    test_probs: np.ndarray  # (n_test, n_classes), rows in job.test_idx order
+    history: list[dict]
+    model: Any = None  # torch module, state dict, or None (then no weights file)
+    metric_name: str = "auc"
+    # Dead networks re-initialised before this one (TrainConfig.restarts): stored, so a
+    # summary can say which results needed them.
+    restarts: int = 0
+
+
+Runner = Callable[[CellImages, Job], JobOutcome]
+
+
+class TrainingRunner:
+    """The real runner: train one network on job.train_idx, test it on job.test_idx."""
+
+    def __init__(self, train_config: Any, metric: str = "auc"):
+        if metric not in METRICS:
+            raise LeukolearnError(f"unknown metric {metric!r}; choose from {METRICS}")
+        self.train_config = train_config
+        self.metric = metric
+
+    def __call__(self, cells: CellImages, job: Job) -> JobOutcome:
+        from leukolearn.training.loop import train_model
+
+        # threads=0: keep the threads this process was given (run_sweep sets cores // jobs
+        # per worker); the config's value is part of the run's identity, not of --jobs.
+        config = replace(self.train_config, threads=0)
+        result = train_model(cells, np.asarray(job.train_idx), np.asarray(job.val_idx), config,
+                             seed=job.seed)
+        return self._outcome(cells, job, result)
+
+    def run_many(self, cells: CellImages, jobs: list[Job]) -> list[JobOutcome]:
+        """Train the networks of `jobs` together (`leukolearn.training.batched.train_many`): one
+        process keeps a GPU busy. Each result equals its job's own training."""
+        from leukolearn.training.batched import train_many
+
+        config = replace(self.train_config, threads=0)
+        results = train_many(cells, [(job.train_idx, job.val_idx, job.seed) for job in jobs],
+                             config)
+        return [self._outcome(cells, job, result) for job, result in zip(jobs, results)]
+
+    def _outcome(self, cells: CellImages, job: Job, result: Any) -> JobOutcome:
+        from leukolearn.analysis.metrics import roc_auc, weighted_f1
+        from leukolearn.training.loop import predict_proba
+
+        test_idx = np.asarray(job.test_idx)
+        probs = predict_proba(result.model, cells.images[test_idx])
+        y = cells.labels[test_idx]
+        if self.metric == "auc":
+            metric = roc_auc(y, probs[:, 1])
+        else:
+            metric = weighted_f1(y, probs.argmax(axis=1))
+        return JobOutcome(
+            metric=float(metric), best_epoch=result.best_epoch, epochs_run=result.epochs_run,
+            seconds=result.seconds, degenerate=result.degenerate, test_probs=probs,
+            history=result.history, model=result.model, metric_name=self.metric,
+            # train_model and batched.train_many (run_many) both count restarts per job.
+            restarts=result.restarts,
+        )
+
+
+@dataclass
+class SweepReport:
+    planned: int
+    skipped: int = 0  # already in the store
+    done: int = 0
+    failed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (job_id, message)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.skipped + self.done == self.planned
+
+
+def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner, jobs: int = 1,
+              progress: bool = True, max_jobs: int | None = None,
+              batch_models: int = 1) -> SweepReport:
+    """Run the jobs of `plan` that `store` does not hold yet; `max_jobs` caps how many.
+
+    `batch_models` K > 1 (one process, for a GPU): groups of K jobs are trained together by
+    the runner's `run_many` (`TrainingRunner.run_many`, `leukolearn.training.batched`); a group that
+    raises is recorded as failed, job by job.
+    """
+    if batch_models < 1:
+        raise LeukolearnError(f"--batch-models must be at least 1, got {batch_models}")
+    if batch_models > 1 and not hasattr(runner, "run_many"):
+        raise LeukolearnError("this runner cannot train several models at once (no run_many)")
+    if batch_models > 1 and jobs > 1:
+        raise LeukolearnError("use either --jobs (processes) or --batch-models, not both")
+    ids = [job.job_id for job in plan]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the plan has duplicate job ids")
+    if jobs < 1:
+        raise LeukolearnError(f"--jobs must be at least 1, got {jobs}")
+    finished = store.finished_ids()
+    todo = [job for job in plan if job.job_id not in finished]
+    report = SweepReport(planned=len(plan), skipped=len(plan) - len(todo))
+    if max_jobs is not None:
+        todo = todo[:max_jobs]
+    start = time.perf_counter()
+    with _Progress(progress, len(todo)) as bar:
+
+        def save(job: Job, result: JobOutcome | str) -> None:
+            if isinstance(result, str):
+                store.record_failed(job, result)
+                report.failed += 1
+                report.failures.append((job.job_id, result))
+                bar.say(f"[red]job {job.job_id} failed:[/] {result}")
+            else:
+                store.record_done(job, result, cells.labels[np.asarray(job.test_idx)])
+                report.done += 1
+                bar.advance(f"{job.job_id}: {result.metric_name} {result.metric:.3f}")
+
+        try:
+            if batch_models > 1:
+                for first in range(0, len(todo), batch_models):
+                    group = todo[first:first + batch_models]
+                    for job, result in zip(group, _attempt_many(runner, cells, group)):
+                        save(job, result)
+            elif jobs == 1 or len(todo) <= 1:
+                for job in todo:
+                    save(job, _attempt(runner, cells, job))
+            else:
+                _run_parallel(cells, todo, runner, jobs, save)
+        except KeyboardInterrupt:
+            report.interrupted = True
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_name: str = "",
+                  dataset_root: str | Path = "", load_options: Mapping[str, Any] | None = None,
+                  jobs: int = 1, progress: bool = True, runner: Runner | None = None,
+                  max_jobs: int | None = None, batch_models: int = 1) -> SweepReport:
+    """The whole sweep of a SweepConfig on a dataset, into the run directory `out`.
+
+    Drops classes below `config.options.min_per_class`, checks the metric fits the classes,
+    makes the plan, opens (or resumes) the store and runs the missing jobs.
+    """
+    # Everything that can be refused is checked before the run directory is written.
+    if jobs < 1:
+        raise LeukolearnError(f"--jobs must be at least 1, got {jobs}")
+    cells, dropped = keep_classes(cells, config.options.min_per_class)
+    if config.metric == "auc" and cells.n_classes != 2:
+        raise LeukolearnError(
+            f"ROC-AUC needs two classes but the dataset has {cells.n_classes} "
+            f"({', '.join(cells.class_names[:6])}...); name the blast classes with --positive"
+        )
+    _check_class_counts(cells, config)
+    if runner is None:  # the network must fit the input size, or every job would fail
+        from leukolearn.model.cnn import ModelConfig
+
+        ModelConfig(input_size=cells.size, n_classes=cells.n_classes, class_names=cells.class_names)
+    plan = make_plan(config.protocol, cells.labels, config.options)
+    info = DatasetInfo.from_cells(cells, dataset_name, dataset_root, load_options=load_options,
+                                  dropped_classes=dropped)
+    if runner is None:
+        runner = TrainingRunner(config.train, config.metric)
+    with RunStore.create_or_resume(out, config=config, dataset=info, cells=cells) as store:
+        return run_sweep(cells, plan, store, runner=runner, jobs=jobs, progress=progress,
+                         max_jobs=max_jobs, batch_models=batch_models)
+
+
+def _check_class_counts(cells: CellImages, config: Any) -> None:
+    """Refuse a class without images, and (ROC-AUC, every image tested once) a class with
+    fewer images than folds: a test set without it has no AUC, so the sweep would only
+    produce NaNs or a score from one lucky fold."""
+    counts = cells.class_counts()
+    for name, n in counts.items():
+        if n == 0:
+            raise LeukolearnError(f"class {name!r} has no images (class counts: {counts}); "
+                                  "a sweep needs images of every class")
+        if config.metric == "auc" and config.protocol != "aml" and n < config.options.folds:
+            raise LeukolearnError(
+                f"class {name!r} has {n} image(s), fewer than the {config.options.folds} folds: "
+                "some test sets would lack it and have no ROC-AUC; lower --folds or add images"
+            )
+
+
+def _attempt(runner: Runner, cells: CellImages, job: Job) -> JobOutcome | str:
+    """The outcome, or the error as one line; KeyboardInterrupt passes through."""
+    try:
+        return runner(cells, job)
+    except Exception as exc:  # a failed fit is recorded, the sweep goes on
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _attempt_many(runner: Any, cells: CellImages, group: list[Job]) -> list[JobOutcome | str]:
+    try:
+        return runner.run_many(cells, group)
+    except Exception as exc:  # the whole group fails together
+        return [f"{type(exc).__name__}: {exc}"] * len(group)
+
+
+# ---- worker processes -------------------------------------------------------------------
+_WORKER: tuple[CellImages, Runner] | None = None
+_INTERRUPTED = "__interrupted__"
+
+
+def _init_worker(cells: CellImages, runner: Runner, threads: int) -> None:
+    # With 'fork', initargs are not pickled: the child sees the parent's arrays copy-on-write.
+    global _WORKER
+    _WORKER = (cells, runner)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def _work(job: Job) -> JobOutcome | str:
+    assert _WORKER is not None
+    try:
+        return _attempt(_WORKER[1], _WORKER[0], job)
+    except KeyboardInterrupt:  # a runner may raise it; SIGINT itself is ignored here
+        return _INTERRUPTED
+
+
+def _run_parallel(cells: CellImages, todo: list[Job], runner: Runner, jobs: int,
+                  save: Callable[[Job, JobOutcome | str], None]) -> None:
+    threads = max(1, _cores() // jobs)
+    # Fork before the parent runs any torch op: a forked child of a process that has used
+    # OpenMP threads can hang.
+    executor = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
+        initializer=_init_worker, initargs=(cells, runner, threads),
+    )
+    pending = {executor.submit(_work, job): job for job in todo}
+    try:
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = pending.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    result = "a worker process died (out of memory?)"
+                if isinstance(result, str) and result == _INTERRUPTED:
+                    raise KeyboardInterrupt
+                save(job, result)
+    except KeyboardInterrupt:
+        # Results already computed are worth keeping; the rest is dropped.
+        for future, job in list(pending.items()):
+            if future.done() and not future.cancelled() and future.exception() is None:
+                result = future.result()
+                if not (isinstance(result, str) and result == _INTERRUPTED):
+                    save(job, result)
+        for future in pending:
+            future.cancel()
+        # Private but stable since 3.8: stop workers mid-job instead of waiting for them.
+        for process in list((executor._processes or {}).values()):
+            process.terminate()
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class _Progress:
+    """A rich progress bar over jobs with ETA, or nothing when progress=False."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total = enabled, total
+        self._bar = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self._bar = Progress(
+                TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
+                console=Console(stderr=True),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("", total=self.total)
+        return self
+
+    def advance(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=text)
+
+    def say(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text)
+            self._bar.update(self._task, advance=1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,117 @@
+"""A trained model as ONNX, for use without Python or PyTorch (ONNX Runtime, OpenCV DNN...).
+
+The graph is the PaperCNN with the softmax appended:
+
+    input  "image"          float32 (N, 3, H, W), RGB, pixel / 255, so in [0, 1]
+    output "probabilities"  float32 (N, n_classes), rows sum to 1
+
+N is a dynamic axis; H = W = the model's input size. Images must be fitted to that square
+as in training: edge-padded to a square, then resized bicubically
+(`leukolearn.data.decode.fit_to_square`). The file's metadata_props hold the class names
+(JSON list), the input size, the ModelConfig, a stored decision threshold if the model has
+one (`leukolearn calibrate`) and the leukolearn version.
+
+The TorchScript exporter (`dynamo=False`) is used: it needs only the `onnx` package, where
+the newer torch.export-based one would add `onnxscript`; this network (convolutions,
+pooling, linear layers) is exactly what the old exporter handles well.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from leukolearn.model.cnn import PaperCNN
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+DEFAULT_OPSET = 17
+# Most `export` accepts between ONNX Runtime's and PyTorch's probabilities (float32 rounding
+# alone stays near 1e-7).
+PARITY_TOLERANCE = 1e-5
+
+
+class _WithSoftmax(nn.Module):
+    def __init__(self, model: PaperCNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, n_classes)
+        return torch.softmax(self.model(x), dim=1)
+
+
+def export_onnx(model: PaperCNN, path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
+    """Write `model` (+ softmax) to `path` as ONNX; the model is not changed."""
+    import onnx
+
+    from leukolearn.files import software_versions
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    was_training = model.training
+    wrapped = _WithSoftmax(model).eval()
+    example = torch.zeros(1, 3, config.input_size, config.input_size)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+            torch.onnx.export(
+                wrapped, (example,), str(tmp), input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+        graph = onnx.load(str(tmp))
+        props = {
+            "class_names": json.dumps(list(config.class_names)),
+            "input_size": str(config.input_size),
+            "input": (f"float32 (N, 3, {config.input_size}, {config.input_size}) RGB, pixel/255 in "
+                      "[0, 1]; images edge-padded to a square, then resized bicubically"),
+            "output": "float32 (N, n_classes) softmax probabilities, columns in class_names order",
+            "model_config": config.to_json(),
+            "leukolearn_version": software_versions()["leukolearn"],
+        }
+        if "threshold" in config.extra:
+            props["threshold"] = str(config.extra["threshold"])
+        for key, value in props.items():
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = key, value
+        graph.producer_name = "leukolearn"
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(tmp))
+        tmp.replace(path)
+    finally:
+        model.train(was_training)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def onnx_difference(model: PaperCNN, path: str | Path, *, n_images: int = 8,
+                    seed: int = 0) -> float:
+    """Largest absolute difference between the probabilities ONNX Runtime computes from
+    the file at `path` and those PyTorch computes from `model`, on `n_images` random
+    images: the check `export` runs on every file it writes."""
+    import onnxruntime
+
+    size = model.config.input_size
+    images = torch.rand(n_images, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            expected = torch.softmax(model.eval()(images), dim=1).numpy()
+    finally:
+        model.train(was_training)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+    return float(abs(got - expected).max())
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file as a dict."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in graph.metadata_props}

@@ -1,0 +1,102 @@
+"""The model file: safetensors weights with the ModelConfig and a checksum in its metadata.
+
+Loading never runs code (no pickle), and a damaged or foreign file is refused with one
+line naming it. FORMAT_VERSION 1 files (no checksum) are still read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+import torch
+
+from leukolearn.errors import BadFileError, LeukolearnError
+from leukolearn.model.cnn import ModelConfig, PaperCNN
+
+
+FORMAT_VERSION = 2  # bump when the saved layout changes; load refuses versions it does not know
+# 1: no checksum (still read: files saved before version 2); 2: a checksum of the weights.
+_READABLE_VERSIONS = ("1", "2")
+
+
+def save_model(model: PaperCNN, path: str | Path) -> Path:
+    """Weights as safetensors, the ModelConfig and a checksum of the weights in its metadata:
+    loading never runs code, and a damaged file is refused."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "leukolearn_format": str(FORMAT_VERSION),
+        "model_config": model.config.to_json(),
+        "weights_blake2b": weights_digest(tensors),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(path)  # atomic: a reader never sees half a file
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: leave no half-written file
+        raise
+    return path
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of names, dtypes, shapes and bytes of the tensors: safetensors has no checksum
+    of its own, so without this a changed byte in the data would load silently."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_model(path: str | Path) -> PaperCNN:
+    """Load a model saved by `save_model`; every problem is a `BadFileError` naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadFileError(path, "no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise BadFileError(path, f"not a readable leukolearn model ({_one_line(exc)})") from None
+    version = metadata.get("leukolearn_format")
+    if version is None or "model_config" not in metadata:
+        raise BadFileError(path, "not a leukolearn model (no model config in the file)")
+    if version not in _READABLE_VERSIONS:
+        raise BadFileError(path, f"model format version {version}, this leukolearn reads "
+                                 f"{' and '.join(_READABLE_VERSIONS)}")
+    digest = metadata.get("weights_blake2b")
+    if version != "1" and digest is None:
+        raise BadFileError(path, "damaged: the checksum of the weights is missing")
+    if digest is not None and weights_digest(tensors) != digest:
+        raise BadFileError(path, "damaged: the weights do not match the checksum stored "
+                                 "with them (the file was changed after it was saved)")
+    try:
+        config = ModelConfig.from_json(metadata["model_config"])
+        with torch.device("meta"):  # shapes only: a config claiming a huge input allocates nothing
+            expected = {k: tuple(v.shape) for k, v in PaperCNN(config).state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        if found != expected:
+            wrong = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
+            raise ValueError(f"{wrong[0]}: stored {found.get(wrong[0])}, "
+                             f"architecture needs {expected.get(wrong[0])}")
+        model = PaperCNN(config)
+        model.load_state_dict(tensors, strict=True)
+    except (TypeError, ValueError, json.JSONDecodeError, LeukolearnError, RuntimeError) as exc:
+        raise BadFileError(
+            path, f"weights do not match the stored architecture ({_one_line(exc)})") from None
+    model.eval()
+    return model
+
+
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    """An exception's message on one line (torch lists every mismatched tensor on its own)."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

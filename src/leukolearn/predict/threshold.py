@@ -1,0 +1,261 @@
+"""Which blast-probability threshold a prediction uses, and on what it was chosen.
+
+The arithmetic (the highest cut-off with sensitivity >= a target, the reliability curve)
+is `leukolearn.analysis.calibration`'s; this module decides *which* predictions it runs on and
+stores the result in a model (`calibrate_model`, for `leukolearn calibrate`).
+
+Threshold (`resolve_threshold`), first that applies:
+1. `threshold` given: used as is.
+2. `target_sensitivity` given, RUN: chosen on the pooled *test* predictions of the size's
+   fold models. The store keeps each job's test predictions, not its validation ones (the
+   validation images would have to be reloaded and re-predicted); the pooled test folds
+   are out-of-sample for the model that made each prediction, which is what choosing a
+   threshold needs. The sensitivity reported at that threshold is measured on the same
+   cells, so it is not an independent estimate, and the ensemble (mean of all folds) is
+   somewhat more confident than the single fold models the threshold was chosen on.
+3. `target_sensitivity` given, model file: refused unless the model carries a threshold
+   chosen for that target by `calibrate_model` (`leukolearn calibrate`), which stores it
+   with its calibration in `ModelConfig.extra`; by default on the validation images of the
+   model's split (`held_out_ids`: the `split.json` that `leukolearn train` wrote beside the
+   model, or the run store of a sweep's `RUN/weights/<job>.safetensors`).
+4. a threshold stored in the model (`calibrate_model`);
+5. 0.5.
+
+Error rates at the threshold in use (`error_rates`), for the adjusted count of
+`leukolearn.predict.counts` (TPR and FPR of single cells, measured on held-out labelled cells
+and only where such cells exist), first that applies:
+1. RUN: the pooled test-fold predictions of the size's fold models (those the threshold is
+   chosen on), cut at the threshold in use. The ensemble (mean of the folds) is applied to
+   the new cells but the rates are those of its single fold models; it is usually at least
+   as good, so the correction is, if anything, slightly too strong.
+2. a sweep's RUN/weights/<job>.safetensors: that job's stored test predictions.
+3. a model calibrated by `leukolearn calibrate`, used at its stored threshold: the
+   sensitivity and specificity stored with it (measured on the cells the threshold was
+   chosen on, so the sensitivity is slightly optimistic).
+4. none: no correction (a model from `leukolearn train` keeps its split but not its held-out
+   predictions: calibrate it to get them).
+The correction assumes the classifier's TPR and FPR on a new sample are those measured here:
+the samples may hold more or fewer blasts than these cells, but their cells must look the
+same (same staining, scanner, cell types); otherwise no count from this model is reliable.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from leukolearn.analysis.calibration import (ReliabilityCurve, ThresholdChoice, choose_threshold, reliability_curve)
+from leukolearn.errors import LeukolearnError
+from leukolearn.model.cnn import PaperCNN
+from leukolearn.predict.counts import ErrorRates
+from leukolearn.training.loop import predict_proba
+
+if TYPE_CHECKING:  # pragma: no cover
+    from leukolearn.predict.predictor import Predictor
+
+
+def positive_classes(class_names: Sequence[str], positive: Sequence[str] | None = None) -> list[int]:
+    """Indices of the positive (blast) classes: those named, else 'blast', else class 1 of
+    a binary model; a multiclass model without a 'blast' class needs them named."""
+    names = list(class_names)
+    if positive:
+        unknown = [p for p in positive if p not in names]
+        if unknown:
+            raise LeukolearnError(f"unknown class {unknown[0]!r}; the model's classes are "
+                                  f"{', '.join(names)}")
+        return [names.index(p) for p in positive]
+    if "blast" in names:
+        return [names.index("blast")]
+    if len(names) == 2:
+        return [1]
+    raise LeukolearnError(f"which classes are blasts? name them with --positive "
+                          f"(the model's classes: {', '.join(names)})")
+
+
+@dataclass(frozen=True)
+class ThresholdSetting:
+    value: float
+    how: str  # in words, for summary.json
+    choice: ThresholdChoice | None = None
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "how": self.how,
+                "choice": None if self.choice is None else self.choice.to_dict()}
+
+
+def run_validation_predictions(run: Path, size: int, positive: Sequence[int]
+                               ) -> tuple[np.ndarray, np.ndarray]:
+    """(is_positive labels, positive score) pooled over the test sets of `size`'s jobs."""
+    from leukolearn.runstore.store import RunStore
+
+    ys, ps = [], []
+    with RunStore.open(run) as store:
+        for r in store.results():
+            if r.size == size and r.weights:
+                pred = store.predictions(r.job_id)
+                ys.append(np.isin(pred.labels, positive))
+                ps.append(pred.probs[:, positive].sum(axis=1))
+    return np.concatenate(ys), np.clip(np.concatenate(ps), 0, 1)
+
+
+def held_out_ids(model_file: Path, part: str) -> tuple[set[str], str]:
+    """The image ids of `part` ("val" or "test") of the split a model file was trained on,
+    and where they were read: the split.json `leukolearn train` wrote beside it, or, for a
+    sweep's RUN/weights/<job>.safetensors, that job's row in the run store."""
+    import json
+
+    split_file = model_file.parent / "split.json"
+    if split_file.is_file():
+        ids, where = set(json.loads(split_file.read_text()).get(part, [])), str(split_file)
+    elif (job := sweep_job(model_file)) is not None:
+        from leukolearn.runstore.store import RunStore
+
+        run, job_id = job
+        with RunStore.open(run) as store:
+            train, val, test = store.split(job_id)
+            names = store.image_ids()
+        ids = {names[i] for i in {"val": val, "test": test}.get(part, [])}
+        where = f"job {job_id} of run {run}"
+    else:
+        raise LeukolearnError(f"--part {part}: no split.json beside {model_file}, and it is not "
+                              "the weights file of a finished sweep job; use --part all with "
+                              "images the model was not trained on")
+    if not ids:
+        raise LeukolearnError(f"{where} lists no {part!r} images")
+    return ids, where
+
+
+def stored_calibration(model: PaperCNN) -> dict | None:
+    return model.config.extra.get("calibration")
+
+
+def calibrate_model(model: PaperCNN, images: np.ndarray, labels: np.ndarray,
+                    target_sensitivity: float, *, positive: Sequence[str] | None = None,
+                    source: str = "", n_bins: int = 10) -> PaperCNN:
+    """A copy of `model` whose ModelConfig.extra holds a threshold for `target_sensitivity`
+    chosen on these labelled images (held out from training!) and their reliability curve.
+    `model` itself is left as it was."""
+    pos = positive_classes(model.config.class_names, positive)
+    score = np.clip(predict_proba(model, images)[:, pos].sum(axis=1), 0, 1)
+    y = np.isin(labels, pos)
+    choice = choose_threshold(y, score, target_sensitivity, source=source)
+    curve = reliability_curve(y, score, n_bins)
+    extra = {**model.config.extra, "threshold": choice.threshold, "calibration": {
+        "positive": [model.config.class_names[i] for i in pos], "threshold": choice.to_dict(),
+        "reliability": curve.to_dict(), "source": source}}
+    calibrated = PaperCNN(replace(model.config, extra=extra))
+    calibrated.load_state_dict(model.state_dict())
+    return calibrated.eval()
+
+
+def resolve_threshold(predictor: Predictor, positive: Sequence[int], *,
+                      threshold: float | None = None, target_sensitivity: float | None = None
+                      ) -> tuple[ThresholdSetting, ReliabilityCurve | None]:
+    """The threshold by the rules of the module docstring, and the calibration curve of the
+    predictions it was (or could have been) chosen on, if there are any."""
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise LeukolearnError(f"--threshold must be in [0, 1], got {threshold}")
+    curve = None
+    choice = None
+    if predictor.kind == "run":
+        y, score = predictor.held_out_predictions(positive)
+        curve = reliability_curve(y, score)
+        if threshold is None and target_sensitivity is not None:
+            source = (f"pooled test-fold predictions of the {len(predictor.models)} single fold "
+                      f"models at training size {predictor.size} ({len(y)} cells)")
+            choice = choose_threshold(y, score, target_sensitivity, source=source)
+    else:
+        stored = stored_calibration(predictor.models[0])
+        if stored is not None:
+            curve = ReliabilityCurve.from_dict(stored["reliability"])
+            choice = ThresholdChoice(**stored["threshold"])
+            if threshold is None and target_sensitivity is not None and \
+                    not math.isclose(choice.target_sensitivity, target_sensitivity):
+                raise LeukolearnError(
+                    f"{predictor.source}: its threshold was chosen for sensitivity "
+                    f"{choice.target_sensitivity:g}, not {target_sensitivity:g}; run "
+                    "`leukolearn calibrate` again with that target, or give --threshold")
+        elif threshold is None and target_sensitivity is not None:
+            raise LeukolearnError(
+                f"{predictor.source}: a single model holds no validation predictions to choose "
+                "a threshold on; run `leukolearn calibrate` on it first, or give --threshold")
+    if threshold is not None:
+        return ThresholdSetting(float(threshold), "given (--threshold)"), curve
+    if choice is not None:
+        how = (f"highest threshold with sensitivity >= {choice.target_sensitivity:g} on "
+               f"{choice.source or 'held-out labelled cells'}")
+        return ThresholdSetting(choice.threshold, how, choice), curve
+    return ThresholdSetting(0.5, "default 0.5"), curve
+
+
+def rates_at(y_true: np.ndarray, score: np.ndarray, threshold: float, source: str
+             ) -> ErrorRates | None:
+    """TPR and FPR of `score >= threshold` on labelled cells; None without both classes."""
+    y = np.asarray(y_true).astype(bool).ravel()
+    called = np.asarray(score, dtype=float).ravel() >= threshold
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return None
+    return ErrorRates(float(called[y].mean()), float(called[~y].mean()), n_pos, n_neg, source)
+
+
+def sweep_job(model_file: Path) -> tuple[Path, str] | None:
+    """(RUN, job id) when `model_file` is the weights file of a finished job of a sweep."""
+    from leukolearn.predict.predictor import is_run_dir
+    from leukolearn.runstore.store import RunStore
+
+    run = model_file.parent.parent
+    if model_file.parent.name != "weights" or not is_run_dir(run):
+        return None
+    job_id = model_file.name.removesuffix(".safetensors")
+    with RunStore.open(run) as store:
+        if job_id not in store.finished_ids():
+            return None
+        weights = store.weights_path(job_id)
+    if weights is None or weights.resolve() != model_file.resolve():
+        return None
+    return run, job_id
+
+
+def error_rates(predictor: Predictor, positive: Sequence[int], threshold: float
+                ) -> tuple[ErrorRates | None, str]:
+    """TPR and FPR at `threshold` by the rules of the module docstring, and a note: where
+    they come from, or why there are none."""
+    names = [predictor.class_names[i] for i in positive]
+    if predictor.kind == "run":
+        y, score = predictor.held_out_predictions(positive)
+        source = (f"pooled test-fold predictions of the {len(predictor.models)} single fold "
+                  f"models at training size {predictor.size}")
+        rates = rates_at(y, score, threshold, source)
+        return rates, source if rates else f"{source} lack blasts or other cells"
+    job = sweep_job(Path(predictor.source))
+    if job is not None:
+        from leukolearn.runstore.store import RunStore
+
+        run, job_id = job
+        with RunStore.open(run) as store:
+            pred = store.predictions(job_id)
+        source = f"test predictions of job {job_id} of run {run}"
+        rates = rates_at(np.isin(pred.labels, positive),
+                         np.clip(pred.probs[:, positive].sum(axis=1), 0, 1), threshold, source)
+        return rates, source if rates else f"the {source} lack blasts or other cells"
+    stored = stored_calibration(predictor.models[0])
+    if stored is None:
+        return None, ("no held-out labelled predictions for this model (give a RUN or a sweep's "
+                      "weights file, or run `leukolearn calibrate` on it)")
+    choice = ThresholdChoice(**stored["threshold"])
+    if list(stored.get("positive", names)) != names:
+        return None, (f"the model was calibrated with blasts = {stored['positive']}, "
+                      f"not {names}")
+    if not math.isclose(threshold, choice.threshold, rel_tol=0, abs_tol=1e-9):
+        return None, (f"its error rates are known at its calibrated threshold "
+                      f"{choice.threshold:.4g} only, not at {threshold:.4g}")
+    if choice.specificity is None or math.isnan(choice.specificity) or not choice.n_positive:
+        return None, "its calibration cells lack blasts or other cells"
+    source = (f"sensitivity and specificity stored by `leukolearn calibrate` "
+              f"({stored.get('source') or choice.source or 'held-out labelled cells'})")
+    return ErrorRates(float(choice.sensitivity), 1.0 - float(choice.specificity),
+                      int(choice.n_positive), int(choice.n_negative), source), source

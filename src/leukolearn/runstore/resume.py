@@ -1,0 +1,110 @@
+"""Whether a run directory may be resumed: the same settings, the same dataset, a folder
+that is a run (or empty).
+
+A setting that changes what a job computes must match the stored config.json; the
+settings in `RESULT_NEUTRAL` may differ. A config stored by an older version is first
+read back through its own config class (`config_type.from_dict`), so settings added
+since take their defaults, which reproduce the old behaviour: an upgrade still resumes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+from leukolearn.errors import LeukolearnError
+from leukolearn.runstore.schema import DatasetInfo
+
+
+class ConfigType(Protocol):
+    """A config class that reads its own stored dict (e.g. `experiments.presets.SweepConfig`)."""
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Any: ...
+
+
+# What a run directory may hold; anything else means the folder is not (only) a run.
+OWN_FILES = {"config.json", "dataset.json", "versions.json", "run.sqlite", "run.sqlite-journal",
+             "weights", ".lock", "summary.csv"}
+# Left by a process killed while writing one of the JSON files (see files.atomic_write).
+OWN_FILES |= {f".{name}.tmp.json" for name in ("config", "dataset", "versions")}
+OWN_FILES |= {f".{name}.json.tmp" for name in ("config", "dataset", "versions")}  # before 0.2
+
+
+def check_same_run(path: Path, config: dict, dataset: DatasetInfo,
+                   config_type: ConfigType | None = None) -> None:
+    """Refuse to resume `path` with another config or another dataset."""
+    diffs = config_differences(json.loads((path / "config.json").read_text()), config,
+                               config_type=config_type)
+    if diffs:
+        raise LeukolearnError(
+            f"{path} holds a run with different settings ({describe_differences(diffs)}); "
+            "re-run with the original options to resume, or choose a new --out"
+        )
+    old = DatasetInfo.from_dict(json.loads((path / "dataset.json").read_text()))
+    if old.fingerprint != dataset.fingerprint:
+        raise LeukolearnError(
+            f"{path} holds a run on another dataset ({describe_dataset(old)}) than this one "
+            f"({describe_dataset(dataset)}); choose a new --out"
+        )
+
+
+def config_differences(stored: Mapping[str, Any], config: Mapping[str, Any],
+                       also_neutral: tuple[str, ...] = (),
+                       config_type: ConfigType | None = None) -> list[tuple[str, Any, Any]]:
+    """(setting, stored value, new value) for each setting in which `config` computes other
+    results than a run's stored config; `also_neutral` names more settings to ignore (e.g.
+    "options.sizes" when only jobs present in both are compared)."""
+    neutral = RESULT_NEUTRAL | set(also_neutral)
+    return [d for d in diff_configs(_upgrade(dict(stored), config_type), normalise(config)) if d[0] not in neutral]
+
+
+def describe_differences(diffs: list[tuple[str, Any, Any]]) -> str:
+    shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:5])
+    return shown + (f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else "")
+
+
+def describe_dataset(info: DatasetInfo) -> str:
+    return f"{info.name or '?'}: {info.n_images} images, fingerprint {info.fingerprint[:12]}"
+
+
+# Settings free to differ on resume: how fast a job runs (threads, device), not what it
+# computes, and how many of the folds are run (fold f's jobs do not depend on it, see
+# leukolearn.experiments.protocol), so a run of 3 folds can be extended to all 10.
+RESULT_NEUTRAL = {"train.threads", "train.device", "options.run_folds"}
+
+
+def _upgrade(stored: dict, config_type: ConfigType | None) -> dict:
+    """A stored config as this version writes it: settings added since it was stored take
+    their defaults (which reproduce the old behaviour), so an upgrade can still resume."""
+    if config_type is None:
+        return stored
+    try:
+        return normalise(config_type.from_dict(stored).to_dict())
+    except (TypeError, KeyError, ValueError):
+        return stored  # unreadable as a SweepConfig: compare as stored, the diff will say why
+
+
+def refuse_foreign(path: Path) -> None:
+    """Refuse a non-empty folder that holds files a run does not write."""
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in OWN_FILES)
+    if foreign:
+        raise LeukolearnError(
+            f"{path} is not empty and is not a leukolearn run (it holds {foreign[0]!r}); "
+            "choose a new --out"
+        )
+
+
+def diff_configs(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every leaf where two nested dicts differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += diff_configs(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def normalise(d: Mapping[str, Any]) -> dict:
+    # Through JSON once, so tuples become lists and a fresh config compares equal to a stored one.
+    return json.loads(json.dumps(d))

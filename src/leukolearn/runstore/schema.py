@@ -1,0 +1,145 @@
+"""What a run directory's files hold: the SQLite schema of run.sqlite and its upgrades,
+the dataset record (dataset.json), and the encodings of arrays and weights.
+
+- `SCHEMA`, `SCHEMA_VERSION`, and `migrate`, which upgrades a run written by an older
+  version in place;
+- `DatasetInfo`, written to dataset.json: what the plan's indices point into;
+- `to_npy` / `from_npy`: arrays as .npy bytes for the BLOB columns (never pickled);
+- `write_weights`: a job's weights file, written atomically (`leukolearn.files`).
+"""
+from __future__ import annotations
+
+import io
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from leukolearn.errors import LeukolearnError
+from leukolearn.files import atomic_write
+
+if TYPE_CHECKING:  # pragma: no cover
+    from leukolearn.data.cellimages import CellImages
+
+# PRAGMA user_version of run.sqlite. 1: the first schema; 2: jobs.restarts.
+SCHEMA_VERSION = 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    idx      INTEGER PRIMARY KEY,   -- index into the CellImages the plan was made on
+    image_id TEXT NOT NULL,
+    label    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      TEXT PRIMARY KEY,   -- "f03-n120-s0"
+    fold        INTEGER NOT NULL,
+    size        INTEGER NOT NULL,   -- training images
+    replicate   INTEGER NOT NULL,
+    seed        INTEGER NOT NULL,   -- the training seed
+    status      TEXT NOT NULL CHECK (status IN ('done', 'failed')),
+    metric_name TEXT,               -- 'auc' or 'weighted_f1'
+    metric      REAL,               -- NULL when undefined (e.g. AUC of a one-class test set)
+    best_epoch  INTEGER,
+    epochs_run  INTEGER,
+    seconds     REAL,
+    degenerate  INTEGER,            -- 1: constant predictions on validation
+    error       TEXT,               -- failed jobs: "ExceptionType: message"
+    train_idx   BLOB, val_idx BLOB, test_idx BLOB,  -- int64 .npy bytes
+    test_labels BLOB,               -- int64 .npy
+    test_probs  BLOB,               -- float32 .npy (n_test, n_classes)
+    history     TEXT,               -- JSON: [{epoch, train_loss, val_loss, seconds}, ...]
+    weights     TEXT,               -- path relative to the run dir; NULL if no model was kept
+    finished_at TEXT NOT NULL,      -- UTC, ISO 8601
+    -- Dead networks re-initialised before the kept one (TrainConfig.restarts); NULL: not
+    -- recorded (a failed job, or a row written before schema 2). Last, where ALTER TABLE
+    -- puts it in a migrated run, so new and migrated files have the same column order.
+    restarts    INTEGER
+);
+"""
+
+# Columns added since schema 1, as `migrate` adds them to an older run.sqlite.
+_ADDED_COLUMNS = {"restarts": "INTEGER"}
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a run.sqlite written by an older version up to this schema, in place: the
+    columns added since get NULL in existing rows ("not recorded"), which every reader
+    accepts, so a run can be resumed across an upgrade. Run after `SCHEMA`, which creates
+    the tables of a new run but leaves existing ones as they are. Each step is atomic and
+    harmless to repeat, so a crash in between leaves a file the next open finishes.
+
+    The columns present decide, not user_version alone: an older version resuming a
+    migrated run writes its own, lower, user_version back. A higher user_version (a newer
+    version's file) is left as it is."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the plan's indices point into; the fingerprint decides whether a run can resume."""
+
+    name: str
+    root: str
+    fingerprint: str
+    n_images: int
+    class_names: tuple[str, ...]
+    class_counts: dict[str, int] = field(default_factory=dict)
+    load_options: dict[str, Any] = field(default_factory=dict)  # size, positive, label table, dedupe
+    dropped_classes: dict[str, int] = field(default_factory=dict)  # left out (too few images)
+
+    @classmethod
+    def from_cells(cls, cells: "CellImages", name: str = "", root: str | Path = "", *,
+                   load_options: Mapping[str, Any] | None = None,
+                   dropped_classes: Mapping[str, int] | None = None) -> "DatasetInfo":
+        return cls(
+            name=name, root=str(root), fingerprint=cells.fingerprint, n_images=len(cells),
+            class_names=cells.class_names, class_counts=cells.class_counts(),
+            load_options=dict(load_options or {}), dropped_classes=dict(dropped_classes or {}),
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DatasetInfo":
+        d = dict(d)
+        d["class_names"] = tuple(d["class_names"])
+        return cls(**d)
+
+
+def write_weights(model: Any, path: Path) -> None:
+    def save(tmp: Path) -> None:
+        if isinstance(model, Mapping):  # a plain state dict
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp))
+        else:  # a leukolearn model: its ModelConfig goes into the file's metadata
+            from leukolearn.model.weights import save_model
+
+            save_model(model, tmp)
+
+    atomic_write(path, save)
+
+
+def to_npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+def from_npy(b: bytes) -> np.ndarray:
+    try:  # allow_pickle=False: an array stored as a pickle is refused, never unpickled
+        return np.load(io.BytesIO(b), allow_pickle=False)
+    except (ValueError, OSError, EOFError, TypeError) as exc:
+        raise LeukolearnError(f"run.sqlite holds a damaged or unsafe array ({exc})") from None
+
+

@@ -1,0 +1,294 @@
+"""One training of the paper's CNN: optimiser, loss, early stopping, best checkpoint.
+
+Settings follow the authors' scripts (../shared/paper/original-protocol.md): batch 5, at
+most 500 epochs, early stopping on validation loss with patience 50 (min_delta 0), the
+weights of the lowest validation loss kept; RMSprop lr 1e-3 (Keras: rho 0.9, eps 1e-8
+added after the square root, which is also how torch.optim.RMSprop adds it) for binary
+tasks, Adam lr 1e-4 for multiclass. One epoch is one pass over the (augmented, possibly
+oversampled) training set. Knows nothing about folds: the protocol picks the indices.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from leukolearn.model import kernels
+from leukolearn.training.augment import augment_batch, oversample_indices, random_affine
+from leukolearn.data.cellimages import CellImages
+from leukolearn.errors import LeukolearnError
+from leukolearn.model.cnn import ModelConfig, PaperCNN, build_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "rmsprop"  # "rmsprop" | "adam"
+    lr: float = 1e-3
+    batch_size: int = 5
+    max_epochs: int = 500
+    patience: int = 50
+    augment: bool = True
+    init: str = "keras"  # "keras" (Glorot, zero bias; the paper) | "torch"
+    oversample_to: int | None = None  # multiclass: top every class up to this many images
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
+    device: str = "cpu"  # "cpu" | "cuda" | "auto"
+    # A tiny ReLU network can die early (constant output; ~1 in 5 paper trainings here).
+    # The paper's protocol keeps such a run; restarts > 0 re-initialises it instead.
+    restarts: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("rmsprop", "adam"):
+            raise LeukolearnError(f"unknown optimizer {self.optimizer!r}; use rmsprop or adam")
+        for name in ("batch_size", "max_epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise LeukolearnError(f"{name.replace('_', '-')} must be at least 1")
+        if not self.lr > 0:
+            raise LeukolearnError("learning rate must be positive")
+        if self.restarts < 0:
+            raise LeukolearnError(f"restarts must be 0 or more, got {self.restarts}")
+        if self.threads < 0:
+            raise LeukolearnError(f"threads must be 0 (torch's default) or more, got {self.threads}")
+
+    @classmethod
+    def binary(cls, **overrides) -> "TrainConfig":
+        return cls(**{"optimizer": "rmsprop", "lr": 1e-3, **overrides})
+
+    @classmethod
+    def multiclass(cls, **overrides) -> "TrainConfig":
+        return cls(**{"optimizer": "adam", "lr": 1e-4, "oversample_to": 150, **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    model: PaperCNN  # holds the best-validation weights, in eval mode, on the CPU
+    history: list[dict] = field(default_factory=list)  # epoch, train_loss, val_loss, seconds
+    best_epoch: int = 0
+    epochs_run: int = 0
+    seconds: float = 0.0
+    degenerate: bool = False  # constant predictions on validation: a dead ReLU network
+    restarts: int = 0  # dead networks re-initialised before this one (TrainConfig.restarts)
+
+
+EpochCallback = Callable[[dict], None]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LeukolearnError("--device cuda asked for, but torch sees no CUDA GPU")
+    return torch.device(device)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> uint8 (N, 3, H, W); scaling to [0, 1] happens per batch."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def train_model(
+    cells: CellImages,
+    train_idx: Sequence[int],
+    val_idx: Sequence[int],
+    config: TrainConfig,
+    *,
+    seed: int,
+    progress: bool = False,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train a fresh network on cells[train_idx], early-stopped on cells[val_idx].
+
+    A network that ends dead (constant predictions) is trained again from a new
+    initialisation, up to `config.restarts` times; the result says how many it took.
+    """
+    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise LeukolearnError("training and validation sets must not be empty")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    for attempt in range(config.restarts + 1):
+        attempt_seed = seed if attempt == 0 else int(
+            np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+        result = _train_once(cells, train_idx, val_idx, config, seed=attempt_seed,
+                             progress=progress, on_epoch=on_epoch)
+        result.restarts = attempt
+        if not result.degenerate:
+            break
+    return result
+
+
+def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
+                config: TrainConfig, *, seed: int, progress: bool,
+                on_epoch: EpochCallback | None) -> TrainResult:
+    """One training from the initialisation drawn from `seed` (see `train_model`)."""
+    device = resolve_device(config.device)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model_config = ModelConfig(
+        input_size=cells.size, n_classes=cells.n_classes, class_names=cells.class_names
+    )
+    model = build_model(model_config, init=config.init, seed=seed).to(device)
+    optimizer = _make_optimizer(model, config)
+
+    if config.oversample_to:
+        train_idx = train_idx[oversample_indices(cells.labels[train_idx], config.oversample_to, rng)]
+    train_idx = np.sort(train_idx)  # sorted reads are fast on a memory-mapped dataset
+    # uint8 on the device once (a 200-image training set is 40 MB); batches index into it.
+    x_train = to_tensor(cells.images[train_idx]).to(device)
+    y_train = torch.from_numpy(cells.labels[train_idx]).to(device)
+    # Validation never changes: normalise it once, not every epoch.
+    x_val = (to_tensor(cells.images[val_idx]).float() / 255).to(device)
+    y_val = torch.from_numpy(cells.labels[val_idx]).to(device)
+    fused = _use_kernels(device)
+
+    best_loss, best_state, best_epoch, wait = float("inf"), None, 0, 0
+    history: list[dict] = []
+    start = time.perf_counter()
+    with _EpochProgress(config.max_epochs, enabled=progress) as bar:
+        for epoch in range(1, config.max_epochs + 1):
+            t0 = time.perf_counter()
+            train_loss = _train_one_epoch(model, optimizer, x_train, y_train, config, generator,
+                                          fused)
+            val_loss = _loss(model, x_val, y_val, fused)
+            record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                      "seconds": time.perf_counter() - t0}
+            history.append(record)
+            if val_loss < best_loss:  # Keras EarlyStopping with min_delta 0: strictly better
+                best_loss, best_epoch, wait = val_loss, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                wait += 1
+            bar.update(record, best_epoch)
+            if on_epoch is not None:
+                on_epoch(record)
+            if wait >= config.patience:
+                break
+
+    if best_state is not None:  # NaN losses from the first epoch leave no best state
+        model.load_state_dict(best_state)
+    model = model.cpu().eval()
+    val_probs = predict_proba(model, cells.images[val_idx])
+    return TrainResult(
+        model=model, history=history, best_epoch=best_epoch, epochs_run=len(history),
+        seconds=time.perf_counter() - start, degenerate=is_constant(val_probs),
+    )
+
+
+def predict_proba(model: PaperCNN, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities (N, n_classes) for uint8 images (N, H, W, 3) at the model's size."""
+    device = next(model.parameters()).device
+    fused = _use_kernels(device)
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            if fused and chunk.dtype == np.uint8:  # the first kernel reads (B, H, W, 3) as is
+                logits = model.forward_fused(torch.from_numpy(np.ascontiguousarray(chunk)))
+            else:
+                logits = model(to_tensor(chunk).to(device).float() / 255)
+            out.append(torch.softmax(logits, dim=1).cpu().numpy())
+    if not out:
+        return np.zeros((0, model.config.n_classes), dtype=np.float32)
+    return np.concatenate(out)
+
+
+def _make_optimizer(model: PaperCNN, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(model.parameters(), lr=config.lr, alpha=0.9, eps=1e-8)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def _use_kernels(device: torch.device) -> bool:
+    """The fused C kernels run on the CPU only; elsewhere PyTorch's layers do the work."""
+    return device.type == "cpu" and kernels.enabled()
+
+
+def _train_one_epoch(model, optimizer, x_train, y_train, config, generator, fused) -> float:
+    model.train()
+    order = torch.randperm(len(x_train), generator=generator)
+    # Summed on the device, read once per epoch: no host sync per batch (matters on a GPU).
+    total = torch.zeros((), dtype=torch.float64, device=x_train.device)
+    for start in range(0, len(order), config.batch_size):
+        batch = order[start:start + config.batch_size]
+        x = _batch(x_train, batch, config.augment, generator, fused)
+        logits = model.forward_fused(x) if fused else model(x)
+        loss = F.cross_entropy(logits, y_train[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(batch)
+    return total.item() / len(order)
+
+
+def _batch(x_train, batch, augment: bool, generator, fused: bool) -> torch.Tensor:
+    """Training images `batch` as float / 255, randomly flipped and rotated if `augment`.
+
+    Both paths draw the same random numbers (`random_affine`) and sample the same images;
+    the fused one reads the uint8 images directly and skips the last row and column of an
+    odd-sized image, which no conv/pool block reads.
+    """
+    if fused and augment:
+        size = x_train.shape[-1]
+        crop = size - size % 2
+        return kernels.augment_uint8(x_train, batch, random_affine(len(batch), generator), crop)
+    x = x_train[batch].float() / 255
+    return augment_batch(x, generator) if augment else x
+
+
+def _loss(model, x, y, fused: bool = False, batch_size: int = 128) -> float:
+    model.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size]
+            logits = model.forward_fused(xb) if fused else model(xb)
+            total += F.cross_entropy(logits, y[start:start + batch_size], reduction="sum").item()
+    return total / len(x)
+
+
+class _EpochProgress:
+    """A rich progress bar over epochs showing the losses; a no-op when disabled."""
+
+    def __init__(self, max_epochs: int, enabled: bool):
+        self.max_epochs, self.enabled, self.progress = max_epochs, enabled, None
+
+    def __enter__(self) -> "_EpochProgress":
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self.progress = Progress(
+                TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                TextColumn("{task.fields[losses]}"), TimeElapsedColumn(),
+                TextColumn("ETA (at most)"), TimeRemainingColumn(),
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task("train", total=self.max_epochs, losses="")
+        return self
+
+    def update(self, record: dict, best_epoch: int) -> None:
+        if self.progress is not None:
+            losses = (f"train {record['train_loss']:.3f}  val {record['val_loss']:.3f}  "
+                      f"best@{best_epoch}")
+            self.progress.update(self.task, completed=record["epoch"], losses=losses)
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+
+def is_constant(probabilities: np.ndarray, tol: float = 1e-6) -> bool:
+    """True when a model gives (nearly) the same output for every image: a dead network."""
+    return bool(np.all(np.ptp(np.asarray(probabilities), axis=0) < tol))
