@@ -1,0 +1,113 @@
+"""A run directory and a model file written by leukolearn 0.1.0, before the move to
+subpackages (tests/fixtures/make_v010_fixture.py made them with that version), still load,
+resume and predict as 0.1.0 computed them."""
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import run_cli
+
+FIXTURE = Path(__file__).parent / "fixtures" / "v010"
+EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
+
+
+@pytest.fixture
+def old(tmp_path):
+    """A writable copy: a resume writes into the run."""
+    shutil.copytree(FIXTURE, tmp_path / "v010")
+    return tmp_path / "v010"
+
+
+@pytest.fixture
+def one_thread():
+    # 0.1.0 computed the expected numbers with one torch thread: the same float sums.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cells(root: Path):
+    from leukolearn.data.dataset import load_dataset
+
+    return load_dataset("folder", root / "images", positive=["blast"], cache=False,
+                        progress=False)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b or (a is None and isinstance(b, float) and math.isnan(b)) \
+        or (b is None and isinstance(a, float) and math.isnan(a))
+
+
+def test_old_run_loads_with_its_results_and_summary(old):
+    from leukolearn.analysis.summary import summarize_store
+    from leukolearn.runstore.store import RunStore
+
+    with RunStore.open(old / "run") as store:
+        records = {r.job_id: r for r in store.results()}
+        assert set(records) == set(EXPECTED["jobs"])
+        for job_id, want in EXPECTED["jobs"].items():
+            got = records[job_id]
+            assert (got.metric, got.best_epoch, got.epochs_run, got.seed) == \
+                (want["metric"], want["best_epoch"], want["epochs_run"], want["seed"])
+            assert got.restarts == 0
+        assert _same(summarize_store(store).to_dict(), EXPECTED["summary"])
+
+
+def test_old_run_resumes_to_what_the_old_version_computed(old, one_thread):
+    from leukolearn.experiments.presets import SweepConfig
+    from leukolearn.experiments.sweep import sweep_dataset
+    from leukolearn.runstore.store import RunStore
+
+    run = old / "run"
+    config = SweepConfig.from_dict(json.loads((run / "config.json").read_text()))
+    dataset = json.loads((run / "dataset.json").read_text())
+    report = sweep_dataset(_cells(old), config, run, dataset_name=dataset["name"],
+                           dataset_root=dataset["root"], load_options=dataset["load_options"],
+                           progress=False)
+    assert (report.skipped, report.done, report.failed) == (2, 2, 0)
+    with RunStore.open(run) as store:
+        for job_id, want in EXPECTED["resumed"].items():
+            record = next(r for r in store.results() if r.job_id == job_id)
+            assert record.epochs_run == want["epochs_run"]
+            assert record.metric == pytest.approx(want["metric"], abs=1e-9)
+            np.testing.assert_allclose(store.predictions(job_id).probs, want["test_probs"],
+                                       atol=1e-4)
+
+
+def test_old_model_file_predicts_as_before(old):
+    from leukolearn.model.weights import load_model
+    from leukolearn.training.loop import predict_proba
+
+    model = load_model(old / "model.safetensors")
+    cells = _cells(old)
+    assert list(cells.image_ids) == EXPECTED["image_ids"]
+    np.testing.assert_allclose(predict_proba(model, cells.images), EXPECTED["model_probs"],
+                               atol=1e-5)
+
+
+def test_old_model_file_and_run_work_from_the_command_line(old, capsys):
+    expected = {image_id: probs[1] for image_id, probs in
+                zip(EXPECTED["image_ids"], EXPECTED["model_probs"])}
+    for source, out in ((old / "model.safetensors", old / "pred-model"), (old / "run", old / "pred-run")):
+        code, _, err = run_cli(["predict", source, old / "images", "--out", out, "--raw-count"],
+                               capsys)
+        assert code == 0, err
+        with open(out / "cells.csv", newline="") as f:
+            rows = {Path(r["path"]).relative_to(old / "images").as_posix(): float(r["p_blast"])
+                    for r in csv.DictReader(f)}
+        assert rows.keys() == expected.keys()
+        if source.name == "model.safetensors":  # the run is an ensemble of its fold models
+            assert rows == pytest.approx(expected, abs=1e-5)
