@@ -25,10 +25,17 @@ browser:
 	  command -v google-chrome >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# Training tests that run again on PyTorch's own layers, as on a machine without a C compiler.
+TRAINING_TESTS := tests/test_train.py tests/test_batched.py tests/test_experiment.py \
+	tests/test_sweep.py tests/test_old_runs.py
+
 test: install browser
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "slow or not slow"
+	LEUKOLEARN_KERNELS=0 $(PY) -m pytest -m "slow or not slow" $(TRAINING_TESTS)
 
 test-fast: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 clean:
