@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from leukolearn import files
 from leukolearn.data.cellimages import CellImages
 from leukolearn.cli import main
 from leukolearn.errors import LeukolearnError
@@ -120,7 +121,7 @@ def binary_report(binary_run):
 
 def test_report_is_self_contained_and_every_image_is_an_embedded_png(binary_run, binary_report):
     assert (binary_run / "report.html").is_file()
-    assert not list(binary_run.glob(".report.html*"))  # no temporary file left behind
+    assert not list(binary_run.glob(".report*"))  # no temporary file left behind
     page = parse(binary_report)
     assert "script" not in page.tags and "link" not in page.tags
     assert all(link.startswith(("#", "data:image/png;base64,")) for link in page.links)
@@ -208,7 +209,7 @@ def test_write_is_atomic_and_keeps_the_old_report_on_failure(binary_run, tmp_pat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(report_html, "render_report", lambda *_a, **_k: "new")
-    monkeypatch.setattr(report_html.os, "replace", fail)
+    monkeypatch.setattr(files.os, "replace", fail)  # the rename of files.atomic_write
     with pytest.raises(OSError):
         write_report(binary_run, out)
     assert out.read_text() == "old" and sorted(p.name for p in out.parent.iterdir()) == ["r.html"]
@@ -216,6 +217,8 @@ def test_write_is_atomic_and_keeps_the_old_report_on_failure(binary_run, tmp_pat
     monkeypatch.setattr(report_html, "render_report", lambda *_a, **_k: "new")
     assert write_report(binary_run, out.parent) == out.parent / "report.html"  # a folder
     assert (out.parent / "report.html").read_text() == "new"
+    deeper = tmp_path / "new" / "deeper" / "r.html"  # folders that do not exist yet
+    assert write_report(binary_run, deeper) == deeper and deeper.read_text() == "new"
 
 
 def test_report_command_writes_the_file_and_names_it(binary_run, tmp_path, capsys):
