@@ -69,10 +69,25 @@ def test_wilson_interval_matches_published_values(k, n, low, high):
 
 
 def test_wilson_edge_cases():
-    assert wilson_interval(10, 10)[1] == 1.0
-    assert all(math.isnan(v) for v in wilson_interval(0, 0))
-    with pytest.raises(ValueError):
-        wilson_interval(3, 2)
+    # the bound at an observed 0 % or 100 % is exact, not a rounding away from it
+    assert wilson_interval(0, 7)[0] == 0.0 and wilson_interval(0, 7)[1] > 0
+    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(10, 10)[0] < 1
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))  # a sample without cells
+    for k, n in ((3, 2), (-1, 5), (1, 0)):
+        with pytest.raises(ValueError):
+            wilson_interval(k, n)
+
+
+def test_wilson_confidence_is_passed_on():
+    low90, high90 = wilson_interval(5, 10, 0.90)
+    low95, high95 = wilson_interval(5, 10)
+    low99, high99 = wilson_interval(5, 10, 0.99)
+    assert low99 < low95 < low90 < 0.5 < high90 < high95 < high99
+    # the score interval written out (Newcombe 1998, eq. 3) at the 99 % normal quantile
+    z, p, n = 2.5758293035489004, 0.5, 10
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    expected = ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n))
+    assert (low99, high99) == pytest.approx(expected, abs=1e-12)
 
 
 def test_sample_call_uses_the_whole_interval():

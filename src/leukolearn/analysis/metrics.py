@@ -1,6 +1,8 @@
 """Scores of one trained model on its test set."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
@@ -28,21 +30,19 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndar
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion k/n (Wilson 1927; Newcombe 1998, method 3).
+    """Wilson score interval for a proportion k/n (Wilson 1927; Newcombe 1998, method 3):
+    scipy's `binomtest(k, n).proportion_ci(method="wilson")`, whose bounds are exactly 0 at
+    k == 0 and exactly 1 at k == n.
 
     Unlike the Wald interval it stays inside [0, 1] and keeps its coverage near 0 and 1,
-    which is where blast fractions of healthy samples sit. (nan, nan) when n == 0.
+    which is where blast fractions of healthy samples sit. (nan, nan) when n == 0 (a sample
+    without cells: scipy refuses n == 0, a count reports it as unknown).
     """
-    from scipy.stats import norm
-
     if n < 0 or not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
-        return float("nan"), float("nan")
-    z = float(norm.ppf(0.5 + confidence / 2))
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low, high = (0.0 if k == 0 else centre - half), (1.0 if k == n else centre + half)
-    return float(max(low, 0.0)), float(min(high, 1.0))
+        return math.nan, math.nan
+    from scipy.stats import binomtest  # scipy.stats takes ~0.3 s to import: only when used
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
