@@ -141,3 +141,16 @@ def test_plan_on_a_missing_run_is_a_one_line_error(tmp_path, capsys):
         main(["plan", str(tmp_path / "nothing"), "--target-auc", "0.9"])
     assert exc.value.code == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_interval_bounds_are_sample_values_and_keep_inf():
+    """The percentile interval picks bootstrap values (no interpolation): between 8 and an
+    infinite n* (a plateau below the target) an interpolating quantile gives inf or NaN,
+    between 2 and 3 a size that no refit needed."""
+    from leukolearn.analysis.curves import _quantiles
+
+    values = np.array([5.0, 1.0, math.inf, 4.0, 2.0, 3.0, math.inf, 6.0, 7.0, 8.0])
+    assert _quantiles(values, 0.2) == (1.0, math.inf)  # the 1st and the 9th of 10
+    assert _quantiles(values, 0.5) == (3.0, 8.0)  # the 3rd (ceil 2.5) and the 8th (ceil 7.5)
+    assert _quantiles(values[np.isfinite(values)], 0.05) == (1.0, 8.0)
+    assert all(math.isnan(v) for v in _quantiles(np.array([]), 0.05))

@@ -314,14 +314,13 @@ def plan_annotation(sizes: np.ndarray, values: np.ndarray, target: float, *,
 
 
 def _quantiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
-    """Percentile interval that picks sample values (no interpolation), so an infinite
-    n* (a plateau below the target) stays inf instead of turning into NaN."""
-    values = np.sort(np.asarray(values, dtype=float))
+    """Percentile interval that picks sample values (numpy's "inverted_cdf", Hyndman & Fan
+    type 1: no interpolation), so an infinite n* (a plateau below the target) stays inf
+    instead of turning into NaN."""
+    values = np.asarray(values, dtype=float)
     if not len(values):
         return math.nan, math.nan
-    n = len(values)
-    low = values[max(math.ceil(alpha / 2 * n) - 1, 0)]
-    high = values[min(math.ceil((1 - alpha / 2) * n) - 1, n - 1)]
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
     return float(low), float(high)
 
 
