@@ -5,11 +5,14 @@ stacks the parameters of K networks (`torch.func.stack_module_state`) and runs t
 one vmapped model (`torch.func.functional_call` under `torch.vmap`, which turns the
 convolutions into grouped ones), so each step does the work of K trainings in one call.
 
-Each network stays an independent training, the same as `train.train_model` with its seed:
+Each network stays an independent training, the same as `loop.train_model` with its seed:
   * its initialisation, oversampling, batch order and augmentation come from its own seed
     and its own generators, drawn in the same order as `train_model` draws them;
   * its own optimiser state (RMSprop / Adam written out on stacked tensors, see
-    `_Optimizer`), its own early stopping and its own best-validation weights.
+    `_Optimizer`);
+  * its own early stopping, best-validation weights, history, dead-network check, restart
+    seeds and TrainResult: not re-implemented here but loop's own `EarlyStopping` (one per
+    network), `train_with_restarts` and `finish`, so the two paths share those rules.
 
 Epochs. All networks run epoch e together. In an epoch there are
 max_k ceil(n_k / batch_size) steps; network k takes part in the first ceil(n_k /
@@ -19,7 +22,8 @@ every network sees exactly one pass over its own training set per epoch. Batches
 padded to batch_size with zero-weight rows so the K batches have one shape.
 
 A network that has early-stopped is dropped from the stack at the end of the epoch (its
-parameters and optimiser state are removed, so later steps cost nothing for it).
+parameters and optimiser state are removed, so later steps cost nothing for it; its last
+weights are kept first if it never had a best epoch, as `train_model` keeps them).
 
 Equivalence: with `kernels.disabled()` (PyTorch's layers) the losses and weights equal
 `train_model`'s up to float rounding (the vmapped, grouped convolutions sum in another
@@ -41,9 +45,9 @@ from torch.func import functional_call, stack_module_state
 from leukolearn.training.augment import oversample_indices, random_affine
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
-from leukolearn.training.loop import is_constant
 from leukolearn.model.cnn import ModelConfig, build_model
-from leukolearn.training.loop import (TrainConfig, TrainResult, predict_proba, resolve_device, to_tensor)
+from leukolearn.training.loop import (EarlyStopping, TrainConfig, TrainResult, finish,
+                                      resolve_device, to_tensor, train_with_restarts)
 
 BatchJob = tuple[Sequence[int], Sequence[int], int]  # (train_idx, val_idx, seed)
 _VAL_CHUNK = 128
@@ -53,7 +57,7 @@ def train_many(cells: CellImages, jobs: Sequence[BatchJob], config: TrainConfig,
                device: str | torch.device | None = None) -> list[TrainResult]:
     """Train one fresh network per (train_idx, val_idx, seed) in `jobs`, all in lockstep.
 
-    Returns one TrainResult per job, in order, as `train.train_model` would (best-val
+    Returns one TrainResult per job, in order, as `loop.train_model` would (best-val
     weights, on the CPU, in eval mode). `device`: "cpu" | "cuda" | "auto"; None takes
     `config.device`. `config.restarts` re-trains dead networks, again batched together.
     """
@@ -67,24 +71,17 @@ def train_many(cells: CellImages, jobs: Sequence[BatchJob], config: TrainConfig,
         torch.set_num_threads(config.threads)
     dev = device if isinstance(device, torch.device) else resolve_device(device or config.device)
 
-    results: list[TrainResult | None] = [None] * len(jobs)
-    todo = list(range(len(jobs)))
-    for attempt in range(config.restarts + 1):
-        seeds = [jobs[i][2] if attempt == 0 else int(
-            np.random.SeedSequence([jobs[i][2], attempt]).generate_state(1)[0]) for i in todo]
-        batch = [(jobs[i][0], jobs[i][1], s) for i, s in zip(todo, seeds)]
-        for i, result in zip(todo, _train_once_many(cells, batch, config, dev)):
-            result.restarts = attempt
-            results[i] = result
-        todo = [i for i in todo if results[i].degenerate]
-        if not todo:
-            break
-    return results  # type: ignore[return-value]
+    def attempt(todo, seeds):  # the jobs still dead, trained together again
+        return _train_once_many(cells, [(jobs[i][0], jobs[i][1], s) for i, s in zip(todo, seeds)],
+                                config, dev)
+
+    return train_with_restarts([seed for _, _, seed in jobs], config.restarts, attempt)
 
 
 @dataclass
 class _Member:
-    """The per-network bookkeeping of one job in the stack."""
+    """One job in the stack: its data on the device, its generator, and its bookkeeping
+    (`stopping`, the same class `train_model` uses)."""
 
     train_pos: torch.Tensor  # rows of the shared image tensor: the sorted training set
     y_train: torch.Tensor
@@ -92,13 +89,9 @@ class _Member:
     y_val: torch.Tensor
     val_idx: np.ndarray
     generator: torch.Generator
-    history: list
-    best_loss: float = float("inf")
-    best_state: dict | None = None
-    best_epoch: int = 0
-    wait: int = 0
+    stopping: EarlyStopping
+    last_state: dict | None = None  # set when it stops without a best epoch (NaN losses)
     order: torch.Tensor | None = None
-    total: float = 0.0
 
 
 def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray, int]],
@@ -114,7 +107,7 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
 
     models, members = [], []
     for train_idx, val_idx, seed in jobs:
-        # The same draws, in the same order, as train._train_once.
+        # The same draws, in the same order, as loop._train_once.
         rng = np.random.default_rng(seed)
         generator = torch.Generator().manual_seed(seed)
         models.append(build_model(model_config, init=config.init, seed=seed))
@@ -127,7 +120,7 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
             y_train=labels[torch.from_numpy(train_idx).to(device)],
             val_pos=torch.from_numpy(where[val_idx]).to(device),
             y_val=labels[torch.from_numpy(val_idx).to(device)],
-            val_idx=val_idx, generator=generator, history=[]))
+            val_idx=val_idx, generator=generator, stopping=EarlyStopping(config.patience)))
 
     params, _ = stack_module_state(models)
     params = {k: v.detach().to(device).requires_grad_() for k, v in params.items()}
@@ -147,7 +140,6 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
         group = [members[i] for i in active]
         for m in group:
             m.order = torch.randperm(len(m.train_pos), generator=m.generator)
-            m.total = 0.0
         steps = max(math.ceil(len(m.train_pos) / bs) for m in group)
         totals = torch.zeros(len(group), dtype=torch.float64, device=device)
         for step in range(steps):
@@ -166,17 +158,15 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
         val_losses = _val_losses(forward, params, group, images, device)
         seconds = time.perf_counter() - t0
         keep = []
-        for row, (i, m) in enumerate(zip(active, group)):
-            record = {"epoch": epoch, "train_loss": train_losses[row],
-                      "val_loss": val_losses[row], "seconds": seconds}
-            m.history.append(record)
-            if val_losses[row] < m.best_loss:  # Keras EarlyStopping, min_delta 0
-                m.best_loss, m.best_epoch, m.wait = val_losses[row], epoch, 0
-                m.best_state = {k: v[row].detach().clone() for k, v in params.items()}
-            else:
-                m.wait += 1
-            if m.wait < config.patience:
+        for row, m in enumerate(group):
+            def weights(row=row):
+                return {k: v[row].detach().clone() for k, v in params.items()}
+
+            stop = m.stopping.update(train_losses[row], val_losses[row], seconds, weights)
+            if not stop and epoch < config.max_epochs:
                 keep.append(row)
+            elif m.stopping.best_state is None:  # leaves the stack: keep its last weights
+                m.last_state = weights()
         if not keep:
             break
         if len(keep) < len(active):  # drop the early-stopped networks from the stack
@@ -186,20 +176,8 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
             active = [active[row] for row in keep]
     total_seconds = time.perf_counter() - start
 
-    results = []
-    for model, m in zip(models, members):
-        if m.best_state is not None:  # NaN losses from the first epoch leave no best state
-            model.load_state_dict({k: v.cpu() for k, v in m.best_state.items()})
-        elif members.index(m) in active:  # else keep the last weights, as train_model does
-            row = active.index(members.index(m))
-            model.load_state_dict({k: v[row].detach().cpu() for k, v in params.items()})
-        model = model.cpu().eval()
-        val_probs = predict_proba(model, cells.images[m.val_idx])
-        results.append(TrainResult(
-            model=model, history=m.history, best_epoch=m.best_epoch,
-            epochs_run=len(m.history), seconds=total_seconds,
-            degenerate=is_constant(val_probs)))
-    return results
+    return [finish(model, m.stopping, cells.images[m.val_idx], total_seconds, m.last_state)
+            for model, m in zip(models, members)]
 
 
 def _train_batch(group, step, bs, images, augment, device):
@@ -220,7 +198,7 @@ def _train_batch(group, step, bs, images, augment, device):
         pos[row, :n] = m.train_pos[b]
         y[row, :n] = m.y_train[b]
         w[row, :n] = 1
-        if augment:  # the same draws as train._batch / augment_batch
+        if augment:  # the same draws as loop._batch / augment_batch
             theta[row, :n] = random_affine(n, m.generator)
     x = images[pos.flatten()].float() / 255
     if augment:
@@ -261,7 +239,7 @@ class _Optimizer:
     epoch has ended must not step (Adam's moments and step count would still move on a
     zero gradient), so the update is written out here with a per-network `mask`: masked
     rows keep parameters, moments and step count. Formulas as torch.optim's single-tensor
-    RMSprop (alpha 0.9, eps after the sqrt) and Adam, which `train.train_model` uses.
+    RMSprop (alpha 0.9, eps after the sqrt) and Adam, which `loop.train_model` uses.
     """
 
     def __init__(self, params: dict[str, torch.Tensor], config: TrainConfig):

@@ -6,6 +6,11 @@ weights of the lowest validation loss kept; RMSprop lr 1e-3 (Keras: rho 0.9, eps
 added after the square root, which is also how torch.optim.RMSprop adds it) for binary
 tasks, Adam lr 1e-4 for multiclass. One epoch is one pass over the (augmented, possibly
 oversampled) training set. Knows nothing about folds: the protocol picks the indices.
+
+The bookkeeping around the epochs -- early stopping, the best weights, the history, the
+dead-network check, restart seeds and the TrainResult -- lives here once (`EarlyStopping`,
+`train_with_restarts`, `finish`) and `batched.train_many` runs the same code for each
+network of its stack: a rule changed here changes both paths, so they cannot drift apart.
 """
 from __future__ import annotations
 
@@ -117,15 +122,12 @@ def train_model(
         raise LeukolearnError("training and validation sets must not be empty")
     if config.threads:
         torch.set_num_threads(config.threads)
-    for attempt in range(config.restarts + 1):
-        attempt_seed = seed if attempt == 0 else int(
-            np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
-        result = _train_once(cells, train_idx, val_idx, config, seed=attempt_seed,
-                             progress=progress, on_epoch=on_epoch)
-        result.restarts = attempt
-        if not result.degenerate:
-            break
-    return result
+
+    def attempt(_, seeds):
+        return [_train_once(cells, train_idx, val_idx, config, seed=seeds[0], progress=progress,
+                            on_epoch=on_epoch)]
+
+    return train_with_restarts([seed], config.restarts, attempt)[0]
 
 
 def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
@@ -152,36 +154,100 @@ def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
     y_val = torch.from_numpy(cells.labels[val_idx]).to(device)
     fused = _use_kernels(device)
 
-    best_loss, best_state, best_epoch, wait = float("inf"), None, 0, 0
-    history: list[dict] = []
+    stopping = EarlyStopping(config.patience)
     start = time.perf_counter()
     with _EpochProgress(config.max_epochs, enabled=progress) as bar:
-        for epoch in range(1, config.max_epochs + 1):
+        for _ in range(config.max_epochs):
             t0 = time.perf_counter()
             train_loss = _train_one_epoch(model, optimizer, x_train, y_train, config, generator,
                                           fused)
             val_loss = _loss(model, x_val, y_val, fused)
-            record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                      "seconds": time.perf_counter() - t0}
-            history.append(record)
-            if val_loss < best_loss:  # Keras EarlyStopping with min_delta 0: strictly better
-                best_loss, best_epoch, wait = val_loss, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                wait += 1
-            bar.update(record, best_epoch)
+            stop = stopping.update(train_loss, val_loss, time.perf_counter() - t0,
+                                   lambda: copy.deepcopy(model.state_dict()))
+            bar.update(stopping.history[-1], stopping.best_epoch)
             if on_epoch is not None:
-                on_epoch(record)
-            if wait >= config.patience:
+                on_epoch(stopping.history[-1])
+            if stop:
                 break
+    # The model holds the last epoch's weights: what `finish` keeps when no epoch was best.
+    return finish(model, stopping, cells.images[val_idx], time.perf_counter() - start)
 
-    if best_state is not None:  # NaN losses from the first epoch leave no best state
-        model.load_state_dict(best_state)
+
+class EarlyStopping:
+    """One network's bookkeeping, epoch by epoch: its history, its best validation loss
+    and the weights of that epoch, and when to stop (Keras EarlyStopping, min_delta 0).
+
+    `update` takes the epoch's losses and a getter for the network's weights (called only
+    on an improvement, so the copy is paid only then) and answers whether to stop.
+    A NaN validation loss is never better, so NaN from the first epoch on leaves
+    `best_state` None and `best_epoch` 0.
+    """
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.history: list[dict] = []  # epoch, train_loss, val_loss, seconds
+        self.best_loss = float("inf")
+        self.best_state: dict | None = None
+        self.best_epoch = 0
+        self.wait = 0  # epochs since the last improvement
+
+    def update(self, train_loss: float, val_loss: float, seconds: float,
+               state: Callable[[], dict]) -> bool:
+        epoch = len(self.history) + 1
+        self.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                             "seconds": seconds})
+        if val_loss < self.best_loss:  # strictly better resets the wait (min_delta 0)
+            self.best_loss, self.best_epoch, self.wait = val_loss, epoch, 0
+            self.best_state = state()
+        else:
+            self.wait += 1
+        return self.wait >= self.patience
+
+
+def restart_seed(seed: int, attempt: int) -> int:
+    """The seed of a job's attempt: attempt 0 is the job's seed (so restarts=0 reproduces
+    the runs stored before restarts existed); attempt k a fresh one derived from both."""
+    if attempt == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+
+def train_with_restarts(seeds: Sequence[int], restarts: int,
+                        train: Callable[[list[int], list[int]], list[TrainResult]]
+                        ) -> list[TrainResult]:
+    """One TrainResult per job seed in `seeds`: a job whose network ends dead is trained
+    again from `restart_seed(seed, attempt)`, up to `restarts` times.
+
+    `train(jobs, attempt_seeds)` trains the jobs at those positions of `seeds`, each from
+    its attempt seed, and returns their results in order; train_model passes one job,
+    train_many all the jobs still dead (trained together again). The last attempt's
+    result is kept, dead or not, with `restarts` set to the attempts before it.
+    """
+    results: list[TrainResult | None] = [None] * len(seeds)
+    todo = list(range(len(seeds)))
+    for attempt in range(restarts + 1):
+        for i, result in zip(todo, train(todo, [restart_seed(seeds[i], attempt) for i in todo])):
+            result.restarts = attempt
+            results[i] = result
+        todo = [i for i in todo if results[i].degenerate]
+        if not todo:
+            break
+    return results  # type: ignore[return-value]
+
+
+def finish(model: PaperCNN, stopping: EarlyStopping, val_images: np.ndarray, seconds: float,
+           last_state: dict | None = None) -> TrainResult:
+    """The TrainResult of one training: the best epoch's weights loaded into `model` (or,
+    when NaN losses left no best epoch, `last_state`; None: `model` holds the last weights
+    already), the model on the CPU in eval mode, and whether it is dead on validation."""
+    state = stopping.best_state if stopping.best_state is not None else last_state
+    if state is not None:
+        model.load_state_dict(state)
     model = model.cpu().eval()
-    val_probs = predict_proba(model, cells.images[val_idx])
     return TrainResult(
-        model=model, history=history, best_epoch=best_epoch, epochs_run=len(history),
-        seconds=time.perf_counter() - start, degenerate=is_constant(val_probs),
+        model=model, history=stopping.history, best_epoch=stopping.best_epoch,
+        epochs_run=len(stopping.history), seconds=seconds,
+        degenerate=is_constant(predict_proba(model, val_images)),
     )
 
 
