@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from leukolearn.cli import app
-from leukolearn.cli.options import (DEFAULT_POSITIVE, DatasetArg, LabelTableOpt, MasksOpt,
-                                    NoDedupeOpt, PositiveOpt, RootArg, SizeOpt, split_csv)
+from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, NoDedupeOpt,
+                                    PositiveOpt, RootArg, SizeOpt, split_csv)
 
 
 @app.command()
@@ -44,10 +44,12 @@ def inspect(
 
     Bad files are listed, not fatal: inspect is how you find them.
     """
+    from leukolearn.data.classes import default_positive
     from leukolearn.data.dataset import inspect_dataset
 
     report = inspect_dataset(
-        dataset, root, size=size, positive=split_csv(positive or DEFAULT_POSITIVE.get(dataset)),
+        dataset, root, size=size,
+        positive=split_csv(positive) if positive else default_positive(dataset),
         label_table=label_table, masks_dir=masks, dedupe=not keep_duplicates,
         progress=not as_json,
     )

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from leukolearn.data.cellimages import CellImages
+from leukolearn.data.classes import AML_BLASTS, default_positive
 
 DATA = "Data"
 
@@ -15,8 +16,8 @@ RootArg = typer.Argument(..., help="Folder holding the images (or the manifest C
 SizeOpt = typer.Option(None, "--size", help="Model input size in px (default: the layout's, "
                        "257 for ALL-IDB2 and folders, 400 for AML).", rich_help_panel=DATA)
 PositiveOpt = typer.Option(None, "--positive", help="Binary task: these classes (comma-"
-                           "separated) are positive, all others negative. aml-lmu: MYO,MOB "
-                           "by default.", rich_help_panel=DATA)
+                           "separated) are positive, all others negative. aml-lmu: "
+                           f"{','.join(AML_BLASTS)} by default.", rich_help_panel=DATA)
 MulticlassOpt = typer.Option(False, "--multiclass", help="Keep every class (aml-lmu: do not "
                              "merge into blast / other).", rich_help_panel=DATA)
 LabelTableOpt = typer.Option(None, "--label-table", help="ALL-IDB2: CSV/XLSX mapping image "
@@ -25,9 +26,6 @@ MasksOpt = typer.Option(None, "--masks", help="ALL-IDB2: folder of expert masks.
                         rich_help_panel=DATA)
 NoDedupeOpt = typer.Option(False, "--keep-duplicates", help="Keep near-duplicate images "
                            "(by default one of each pair is dropped).", rich_help_panel=DATA)
-
-DEFAULT_POSITIVE = {"aml-lmu": "MYO,MOB"}
-
 
 def split_csv(text: Optional[str]) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
@@ -40,10 +38,14 @@ def load_cells(dataset: str, root: Path, *, size: Optional[int] = None,
     """Load a dataset as the CLI's options describe it (binary unless --multiclass)."""
     from leukolearn.data.dataset import load_dataset
 
-    if positive is None and not multiclass:
-        positive = DEFAULT_POSITIVE.get(dataset)
+    if multiclass:
+        chosen = None
+    elif positive is None:
+        chosen = default_positive(dataset)
+    else:
+        chosen = split_csv(positive)
     return load_dataset(
-        dataset, root, size=size, positive=None if multiclass else split_csv(positive),
+        dataset, root, size=size, positive=chosen,
         label_table=label_table, masks_dir=masks, dedupe=not keep_duplicates, progress=progress,
     )
 

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from leukolearn.data.classes import BLAST
 from leukolearn.errors import LeukolearnError
 
 
@@ -84,7 +85,7 @@ class CellImages:
             groups=None if self.groups is None else self.groups[index],
         )
 
-    def binary(self, positive: Sequence[str], positive_name: str = "blast",
+    def binary(self, positive: Sequence[str], positive_name: str = BLAST,
                negative_name: str = "other") -> "CellImages":
         """Relabel to two classes: 1 for any class in `positive`, 0 for the rest."""
         unknown = [p for p in positive if p not in self.class_names]

@@ -30,8 +30,8 @@ from leukolearn.data.decode import (DECODE_POLICY_VERSION, fit_mask_to_square, f
 from leukolearn.data.duplicates import (HASH_BITS, HASH_VERSION, duplicate_groups,
                                         duplicates_to_drop, find_duplicate_pairs,
                                         perceptual_hash)
-from leukolearn.data.loaders import (AML_BLASTS, AML_CLASSES, LOADERS, Entry, Listing,
-                                     register_loader)
+from leukolearn.data.classes import AML_BLASTS
+from leukolearn.data.loaders import AML_CLASSES, LOADERS, Entry, Listing, register_loader
 from leukolearn.errors import BadFileError, LeukolearnError
 
 __all__ = ["AML_BLASTS", "AML_CLASSES", "inspect_dataset", "list_datasets", "load_dataset", "register_loader"]

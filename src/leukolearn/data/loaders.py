@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from leukolearn.data.classes import AML_BLASTS
 from leukolearn.errors import BadFileError, LeukolearnError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
@@ -24,7 +25,6 @@ SIDECAR_NAMES = {"thumbs.db", "desktop.ini", "license", "licence", "readme"}
 
 AML_CLASSES = ("BAS", "EBO", "EOS", "KSC", "LYA", "LYT", "MMZ", "MOB", "MON", "MYB", "MYO",
                "NGB", "NGS", "PMB", "PMO")
-AML_BLASTS = ("MYO", "MOB")  # myeloblasts and monoblasts, the paper's positive class
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def _table_rows(table: Path) -> list[list]:
 # --- AML-Cytomorphology_LMU --------------------------------------------------------------
 
 @register_loader("aml-lmu", "AML-Cytomorphology_LMU: 15 class folders of 400x400 TIFFs "
-                            "(blasts: MYO, MOB)", 400)
+                            f"(blasts: {', '.join(AML_BLASTS)})", 400)
 def list_aml_lmu(root: Path) -> Listing:
     """AML-Cytomorphology_LMU: one folder per class, named by the dataset's codes.
 

@@ -19,10 +19,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from leukolearn.data.cellimages import CellImages
+from leukolearn.data.classes import blast_class, stored_positive
 from leukolearn.errors import LeukolearnError
 from leukolearn.runstore.store import JobRecord, RunStore
 
-BLAST_WORDS = ("blast",)
 # The paper's Fig 4b rows: a lymphoblast, a typical lymphocyte, a segmented neutrophil.
 FIG4B_TYPES = ("blast", "lympho", "neutro")
 
@@ -70,20 +70,6 @@ def reload_cells(store: RunStore, *, masks_dir: str | Path | None = None,
             f"{info.n_images} images, {info.fingerprint[:12]}); files were changed, added "
             "or removed")
     return cells
-
-
-def stored_positive(name: str, opts: dict) -> list[str] | None:
-    """The positive classes a run was loaded with, as `sweep` chose them."""
-    if opts.get("multiclass"):
-        return None
-    positive = opts.get("positive")
-    if positive is None:
-        from leukolearn.cli.options import DEFAULT_POSITIVE  # the CLI's default, kept once
-
-        positive = DEFAULT_POSITIVE.get(name)
-    if isinstance(positive, str):
-        positive = [p.strip() for p in positive.split(",") if p.strip()]
-    return list(positive) if positive else None
 
 
 def cell_types(store: RunStore, cells: CellImages) -> list[str]:
@@ -164,12 +150,6 @@ def unseen_indices(store: RunStore, job_id: str, n_images: int, *, limit: int | 
         pick = np.random.default_rng(seed).choice(rest, size=k, replace=False)
         unseen = np.union1d(test, pick)
     return unseen
-
-
-def blast_class(class_names: Sequence[str]) -> int:
-    """Index of the positive class: the one named like a blast, else class 1."""
-    hits = [k for k, n in enumerate(class_names) if any(w in n.lower() for w in BLAST_WORDS)]
-    return hits[0] if len(hits) == 1 else min(1, len(class_names) - 1)
 
 
 def default_rows(test_idx: Sequence[int], labels: np.ndarray, types: Sequence[str],

@@ -32,13 +32,14 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from leukolearn.analysis.calibration import ReliabilityCurve
+from leukolearn.data.classes import positive_classes
 from leukolearn.data.decode import fit_to_square, read_image
 from leukolearn.errors import BadFileError, LeukolearnError
 from leukolearn.model.cnn import PaperCNN
 from leukolearn.model.weights import load_model
 # Re-exported: these lived here before and callers import them from leukolearn.predict.predictor.
 from leukolearn.predict.counts import (DIAGNOSTIC_THRESHOLD, MIN_SEPARATION, ErrorRates, SampleResult, summarize_sample)
-from leukolearn.predict.threshold import (ThresholdSetting, error_rates, positive_classes, resolve_threshold, run_validation_predictions, stored_calibration)
+from leukolearn.predict.threshold import (ThresholdSetting, error_rates, resolve_threshold, run_validation_predictions, stored_calibration)
 from leukolearn.training.loop import predict_proba
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from leukolearn.analysis.calibration import (ReliabilityCurve, ThresholdChoice, choose_threshold, reliability_curve)
+from leukolearn.data.classes import positive_classes
 from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import PaperCNN
 from leukolearn.predict.counts import ErrorRates
@@ -55,24 +56,6 @@ from leukolearn.training.loop import predict_proba
 
 if TYPE_CHECKING:  # pragma: no cover
     from leukolearn.predict.predictor import Predictor
-
-
-def positive_classes(class_names: Sequence[str], positive: Sequence[str] | None = None) -> list[int]:
-    """Indices of the positive (blast) classes: those named, else 'blast', else class 1 of
-    a binary model; a multiclass model without a 'blast' class needs them named."""
-    names = list(class_names)
-    if positive:
-        unknown = [p for p in positive if p not in names]
-        if unknown:
-            raise LeukolearnError(f"unknown class {unknown[0]!r}; the model's classes are "
-                                  f"{', '.join(names)}")
-        return [names.index(p) for p in positive]
-    if "blast" in names:
-        return [names.index("blast")]
-    if len(names) == 2:
-        return [1]
-    raise LeukolearnError(f"which classes are blasts? name them with --positive "
-                          f"(the model's classes: {', '.join(names)})")
 
 
 @dataclass(frozen=True)
