@@ -18,38 +18,66 @@ They compute the same functions as the PyTorch layers up to float rounding (the 
 order differs); tests/test_speed_equivalence.py checks outputs and gradients against
 PyTorch. Everything is deterministic for a given thread count.
 
-The C source is compiled with the system C compiler (`$CC`, else `cc`) into
+The C source (`fused.c` beside this file, package data) is compiled with the first C
+compiler that builds it, of `$CC`, `cc`, `gcc` and `clang`, into
 `<cache root>/kernels/<hash>.so` (see `leukolearn.data.cache.cache_root`), once per source,
-flags and CPU; about a second. Without a compiler, on other devices than the CPU, or with
-`LEUKOLEARN_KERNELS=0`, PyTorch's own layers run instead (same results, slower).
+compiler, flags and CPU; about a second. It uses only vector extensions that GCC and clang
+both accept, so Apple clang gets the fast path too. When no compiler builds it, one warning
+says which were tried and why, and PyTorch's own layers run instead (same results, slower);
+they also run on other devices than the CPU and with `LEUKOLEARN_KERNELS=0` (no warning).
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import hashlib
+import importlib.resources
+import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-_FLAG_SETS = (["-O3", "-march=native"], ["-O3"])  # the second for compilers without -march
-_COMMON_FLAGS = ["-std=gnu11", "-fPIC", "-shared", "-pthread"]
+# -march=native for GCC and clang on x86 and Linux arm64; -mcpu=native for Apple clang on
+# arm64, which refuses -march=native; plain -O3 for anything else.
+_FLAG_SETS = (["-O3", "-march=native"], ["-O3", "-mcpu=native"], ["-O3"])
+# -ffp-contract=fast is GCC's default in GNU C mode (so GCC builds exactly what it did
+# before the flag was spelled out); clang's default fuses a multiply-add only inside one
+# expression, so spelling it out lets clang fuse the same ones (its results then differ
+# from GCC's only where the two schedule the sums differently).
+_COMMON_FLAGS = ["-std=gnu11", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread"]
+_COMPILERS = ("cc", "gcc", "clang")  # tried in this order after $CC
 
+_log = logging.getLogger(__name__)
 _lib: ctypes.CDLL | None = None
 _tried = False
+_problem: str | None = None  # why the library is not loaded, once tried
+_compiler: str | None = None  # the command that built the loaded library
 _off = 0  # > 0 inside `disabled()`
 
 
 def enabled() -> bool:
     """True when the compiled kernels can be used in this process."""
     return not _off and _library() is not None
+
+
+def problem() -> str | None:
+    """Why the kernels are not available in this process (None when they are); tries to
+    build them first if that has not been tried yet."""
+    _library()
+    return _problem
+
+
+def compiler() -> str | None:
+    """The compiler command that built the loaded library; None when none is loaded."""
+    _library()
+    return _compiler
 
 
 @contextlib.contextmanager
@@ -165,49 +193,86 @@ def _threads() -> int:
 
 # ---- building and loading ---------------------------------------------------------------
 def _library() -> ctypes.CDLL | None:
-    global _lib, _tried
+    global _lib, _tried, _problem, _compiler
     if _tried:
         return _lib
     _tried = True
     if os.environ.get("LEUKOLEARN_KERNELS", "1") == "0":
+        _problem = "turned off by LEUKOLEARN_KERNELS=0"
         return None
     try:
-        _lib = _declare(ctypes.CDLL(str(_build())))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        warnings.warn(f"leukolearn's C kernels are not available ({exc}); using PyTorch's "
-                      "layers (same results, slower)", RuntimeWarning, stacklevel=3)
-        _lib = None
+        path, _compiler = _build()
+        _lib = _declare(ctypes.CDLL(str(path)))
+    except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+        _lib, _compiler, _problem = None, None, str(exc)
+        # Once per process (`_tried`), and loud: the fallback is correct but several times
+        # slower, which is worth knowing before a sweep of hours.
+        _log.warning("leukolearn's fused C kernels are not available: %s. PyTorch's layers "
+                     "run instead (slower; equal up to float rounding). Install gcc or clang, "
+                     "or point $CC at a C compiler; LEUKOLEARN_KERNELS=0 turns them off "
+                     "without this warning.", exc)
     return _lib
 
 
-def _build() -> Path:
-    """The compiled library for this source, flags and CPU, built if missing."""
+def _source() -> str:
+    return importlib.resources.files(__name__).joinpath("fused.c").read_text(encoding="utf-8")
+
+
+def _candidates() -> list[list[str]]:
+    """Compiler commands to try, in order: $CC (which may hold flags, e.g. "ccache gcc"),
+    then cc, gcc and clang, each once even where cc is gcc."""
+    names = [os.environ["CC"]] if os.environ.get("CC", "").strip() else []
+    names += _COMPILERS
+    out, seen = [], set()
+    for name in names:
+        words = shlex.split(name)
+        exe = shutil.which(words[0])
+        key = (os.path.realpath(exe) if exe else words[0], *words[1:])
+        if key not in seen:
+            seen.add(key)
+            out.append([exe or words[0], *words[1:]])
+    return out
+
+
+def _build() -> tuple[Path, str]:
+    """The compiled library for this source, compiler, flags and CPU, built if missing, and
+    the compiler command that built it. RuntimeError says what each compiler tried said."""
     from leukolearn.data.cache import cache_root
 
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("no C compiler found (set CC)")
+    source = _source()
     folder = cache_root() / "kernels"
     folder.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for flags in _FLAG_SETS:
-        tag = hashlib.blake2b("\0".join([_SOURCE, compiler, *flags, *_COMMON_FLAGS,
-                                         platform.machine(), _cpu_flags()]).encode(),
-                              digest_size=10).hexdigest()
-        target = folder / f"leukolearn-{tag}.so"
-        if target.exists():
-            return target
-        with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            c_file, so_file = Path(tmp) / "kernels.c", Path(tmp) / "kernels.so"
-            c_file.write_text(_SOURCE)
-            run = subprocess.run([compiler, *flags, *_COMMON_FLAGS, "-o", str(so_file),
-                                  str(c_file), "-lm"], capture_output=True, text=True,
-                                 timeout=300)
-            if run.returncode == 0:
-                os.replace(so_file, target)  # atomic: parallel workers may build it too
-                return target
-            errors.append(run.stderr.strip().splitlines()[-1:] or [f"exit {run.returncode}"])
-    raise RuntimeError(f"{compiler} failed: {errors}")
+    problems = []
+    for command in _candidates():
+        name = shlex.join(command)
+        if shutil.which(command[0]) is None:
+            problems.append(f"{name}: not found")
+            continue
+        last = ""
+        for flags in _FLAG_SETS:
+            tag = hashlib.blake2b("\0".join([source, *command, *flags, *_COMMON_FLAGS,
+                                             platform.machine(), _cpu_flags()]).encode(),
+                                  digest_size=10).hexdigest()
+            target = folder / f"leukolearn-{tag}.so"
+            if target.exists():
+                return target, name
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                c_file, so_file = Path(tmp) / "fused.c", Path(tmp) / "fused.so"
+                c_file.write_text(source, encoding="utf-8")
+                try:
+                    run = subprocess.run([*command, *flags, *_COMMON_FLAGS, "-o", str(so_file),
+                                          str(c_file), "-lm"], capture_output=True, text=True,
+                                         timeout=300)
+                except OSError as exc:
+                    last = exc.strerror or str(exc)
+                    break  # not runnable: no other flags will help
+                if run.returncode == 0:
+                    os.replace(so_file, target)  # atomic: parallel workers may build it too
+                    return target, name
+                lines = [line for line in run.stderr.splitlines() if "error" in line.lower()]
+                last = (lines or run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[0]
+        problems.append(f"{name} failed ({last.strip()})")
+    raise RuntimeError("no C compiler could build them: " + "; ".join(problems))
 
 
 def _cpu_flags() -> str:
@@ -231,422 +296,3 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     for fn in (lib.block_forward, lib.block_forward_u8, lib.block_backward, lib.augment_u8):
         fn.restype = None
     return lib
-
-
-_SOURCE = r"""#include <math.h>
-#include <pthread.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-#define CW 32 /* columns of conv output per chunk: two vectors */
-
-static inline v16 ld(const float *p) { v16 r; memcpy(&r, p, sizeof r); return r; }
-static inline void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
-static inline v16 sel(v16i m, v16 a, v16 b) { return (v16)(((v16i)a & m) | ((v16i)b & ~m)); }
-static inline float hsum(v16 v) { float s = 0.f; for (int k = 0; k < 16; k++) s += v[k]; return s; }
-static const v16i EVEN = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-static const v16i ODD = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
-static const v16i LO = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-static const v16i HI = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-
-static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
-
-/* one image (C, H, W) with strides (sc, sh) into a zero-padded (C, H, wb) buffer */
-static void pad_image(const float *x, long sc, long sh, int C, int H, int W, int wb, float *buf) {
-    for (int c = 0; c < C; c++)
-        for (int y = 0; y < H; y++) {
-            float *d = buf + ((long)c * H + y) * wb;
-            memcpy(d, x + c * sc + y * sh, sizeof(float) * W);
-            memset(d + W, 0, sizeof(float) * (wb - W));
-        }
-}
-
-/* the same from uint8 pixels with strides (sc, sh, sw), divided by 255 on the way */
-static void pad_image_u8(const uint8_t *x, long sc, long sh, long sw, int C, int H, int W, int wb,
-                         float *buf) {
-    float lut[256];
-    for (int v = 0; v < 256; v++) lut[v] = (float)v / 255.f;
-    for (int c = 0; c < C; c++)
-        for (int y = 0; y < H; y++) {
-            float *d = buf + ((long)c * H + y) * wb;
-            const uint8_t *r = x + c * sc + y * sh;
-            for (int j = 0; j < W; j++) d[j] = lut[r[j * sw]];
-            memset(d + W, 0, sizeof(float) * (wb - W));
-        }
-}
-
-/* Conv3x3 (valid) + bias -> MaxPool 2x2 (first max wins, NaN wins) -> ReLU.
-   x (B, C, H, W) with strides (sb, sc, sh), unit column stride; w (O, C, 3, 3); O % 4 == 0.
-   out (B, O, P, Q) contiguous, P = (H-2)/2, Q = (W-2)/2; arg (same shape, may be NULL):
-   the window position (0..3, row-major) that won. */
-static void forward_images(const float *x, const uint8_t *xu8, long sb, long sc, long sh, long sw,
-                           int b0, int b1, int C, int H, int W, const float *w,
-                           const float *bias, int O, float *out, uint8_t *arg) {
-    const int P = (H - 2) / 2, Q = (W - 2) / 2, nch = ceil_div(2 * Q, CW);
-    const int wb = nch * CW + 16;
-    float *xb = malloc(sizeof(float) * (size_t)C * H * wb);
-    /* weights per group of 4 output channels: wp[((g * C + c) * 9 + kh * 3 + kw) * 4 + o] */
-    float *wp = malloc(sizeof(float) * (size_t)O * C * 9);
-    for (int o = 0; o < O; o++)
-        for (int c = 0; c < C; c++)
-            for (int k = 0; k < 9; k++)
-                wp[(((o / 4) * C + c) * 9 + k) * 4 + o % 4] = w[(o * C + c) * 9 + k];
-    for (int b = b0; b < b1; b++) {
-        if (xu8) pad_image_u8(xu8 + b * sb, sc, sh, sw, C, H, W, wb, xb);
-        else pad_image(x + b * sb, sc, sh, C, H, W, wb, xb);
-        for (int og = 0; og < O; og += 4)
-            for (int i = 0; i < P; i++)
-                for (int ch = 0; ch < nch; ch++) {
-                    const int j0 = ch * CW;
-                    v16 acc[4][2][2];
-                    for (int o = 0; o < 4; o++)
-                        for (int r = 0; r < 2; r++)
-                            acc[o][r][0] = acc[o][r][1] = (v16){} + bias[og + o];
-                    for (int c = 0; c < C; c++) {
-                        const float *row = xb + ((long)c * H + 2 * i) * wb + j0;
-                        const float *wc = wp + ((og / 4) * C + c) * 36;
-#pragma GCC unroll 3
-                        for (int kh = 0; kh < 3; kh++)
-#pragma GCC unroll 3
-                            for (int kw = 0; kw < 3; kw++) {
-                                const float *r0 = row + kh * wb + kw, *r1 = r0 + wb;
-                                const v16 a0 = ld(r0), a1 = ld(r0 + 16), b0 = ld(r1), b1 = ld(r1 + 16);
-#pragma GCC unroll 4
-                                for (int o = 0; o < 4; o++) {
-                                    const float wv = wc[(kh * 3 + kw) * 4 + o];
-                                    acc[o][0][0] += wv * a0; acc[o][0][1] += wv * a1;
-                                    acc[o][1][0] += wv * b0; acc[o][1][1] += wv * b1;
-                                }
-                            }
-                    }
-                    const int nj = Q - ch * 16 < 16 ? Q - ch * 16 : 16;
-                    for (int o = 0; o < 4; o++) {
-                        const v16 p0 = __builtin_shuffle(acc[o][0][0], acc[o][0][1], EVEN);
-                        const v16 p1 = __builtin_shuffle(acc[o][0][0], acc[o][0][1], ODD);
-                        const v16 p2 = __builtin_shuffle(acc[o][1][0], acc[o][1][1], EVEN);
-                        const v16 p3 = __builtin_shuffle(acc[o][1][0], acc[o][1][1], ODD);
-                        v16 m = p0; v16i k = (v16i){};
-                        v16i g;
-                        g = (p1 > m) | (p1 != p1); m = sel(g, p1, m); k = (k & ~g) | (g & 1);
-                        g = (p2 > m) | (p2 != p2); m = sel(g, p2, m); k = (k & ~g) | (g & 2);
-                        g = (p3 > m) | (p3 != p3); m = sel(g, p3, m); k = (k & ~g) | (g & 3);
-                        m = sel(m < 0.f, (v16){}, m);
-                        const long base = (((long)b * O + og + o) * P + i) * Q + ch * 16;
-                        for (int v = 0; v < nj; v++) out[base + v] = m[v];
-                        if (arg) for (int v = 0; v < nj; v++) arg[base + v] = (uint8_t)k[v];
-                    }
-                }
-    }
-    free(xb); free(wp);
-}
-
-/* Gradients of block_forward for a pooled gradient gout (B, O, P, Q), strides (gsb, gsc,
-   gsh). Adds into gw (O, C, 3, 3) and gb (O); writes gx (B, C, H, W) contiguous (C % 4 == 0)
-   unless it is NULL. */
-/* One row y' of the input gradient: gx[c][y'][j] = sum over o, kh, kw of
-   w[o][c][kh][kw] * G[o][y'-kh][j-kw], with rows[o * 3 + kh] pointing at G[o][y'-kh] (or a
-   row of zeros), each with 2 zero columns on its left. */
-static void gx_row(const float *const *rows, const float *wq, int O, int C, int W, int valid,
-                   int nchx, float *gxr, long plane) {
-    for (int cg = 0; cg < C; cg += 4)
-        for (int ch = 0; ch < nchx; ch++) {
-            v16 acc[4][2];
-            for (int c = 0; c < 4; c++) acc[c][0] = acc[c][1] = (v16){};
-            for (int o = 0; o < O; o++) {
-                const float *wo = wq + ((cg / 4) * O + o) * 36;
-#pragma GCC unroll 3
-                for (int kh = 0; kh < 3; kh++) {
-                    const float *gr = rows[o * 3 + kh] + ch * CW;
-#pragma GCC unroll 3
-                    for (int kw = 0; kw < 3; kw++) {
-                        const v16 a = ld(gr - kw), bq = ld(gr - kw + 16);
-#pragma GCC unroll 4
-                        for (int c = 0; c < 4; c++) {
-                            const float wv = wo[(kh * 3 + kw) * 4 + c];
-                            acc[c][0] += wv * a; acc[c][1] += wv * bq;
-                        }
-                    }
-                }
-            }
-            const int n = W - ch * CW < CW ? W - ch * CW : CW;
-            for (int c = 0; c < 4; c++) {
-                float tmp[CW];
-                st(tmp, acc[c][0]); st(tmp + 16, acc[c][1]);
-                float *d = gxr + (cg + c) * plane + ch * CW;
-                for (int v = 0; v < n; v++) d[v] = ch * CW + v < valid ? tmp[v] : 0.f;
-            }
-        }
-    if (nchx * CW < W)
-        for (int c = 0; c < C; c++) memset(gxr + c * plane + nchx * CW, 0, sizeof(float) * (W - nchx * CW));
-}
-
-/* Row by row, so that everything a row needs stays in the L1 cache: for pooled row i the
-   gradient goes to the winners in two full-resolution rows (a ring of 4 rows per output
-   channel), those rows add to the weight gradient, and the input-gradient rows that are
-   complete then (2i, 2i+1) are written. */
-static void backward_images(const float *x, long sb, long sc, long sh, int b0, int b1, int C,
-                            int H, int W, const float *w, int O, const float *out,
-                            const uint8_t *arg, const float *gout, long gsb, long gsc, long gsh,
-                            v16 *lanes, v16 *blanes, float *gx) {
-    const int P = (H - 2) / 2, Q = (W - 2) / 2, nch = ceil_div(2 * Q, CW);
-    const int wb = nch * CW + 16;                 /* padded input row */
-    const int nchx = ceil_div(2 * Q + 2, CW);     /* chunks of an input-gradient row */
-    const int qpad = ceil_div(Q, 16) * 16;
-    const int span = nchx * CW > 2 * qpad ? nchx * CW : 2 * qpad;
-    const int gwid = span + 4 + 16;               /* gradient row: 2 zero columns on the left */
-    float *xb = malloc(sizeof(float) * (size_t)C * H * wb);
-    float *G = calloc((size_t)O * 4 * gwid, sizeof(float));  /* ring: row y in slot y % 4 */
-    float *Z = calloc(gwid, sizeof(float));                   /* a row of zeros */
-    float *gq = calloc(qpad, sizeof(float)), *yq = calloc(qpad, sizeof(float));
-    uint8_t *kq = calloc(qpad, 1);
-    const float **rows = malloc(sizeof(float *) * O * 3);
-    float *wq = malloc(sizeof(float) * (size_t)O * (C + 3) * 9);
-    if (gx)  /* weights per group of 4 input channels: wq[((g * O + o) * 9 + k) * 4 + c] */
-        for (int o = 0; o < O; o++)
-            for (int c = 0; c < C; c++)
-                for (int k = 0; k < 9; k++)
-                    wq[(((c / 4) * O + o) * 9 + k) * 4 + c % 4] = w[(o * C + c) * 9 + k];
-    const long plane = (long)H * W;
-    for (int b = b0; b < b1; b++) {
-        pad_image(x + b * sb, sc, sh, C, H, W, wb, xb);
-        float *gxb = gx ? gx + (long)b * C * plane : NULL;
-        for (int i = 0; i < P; i++) {
-            /* 1. the pooled gradient, masked by the ReLU, to the winner of each window */
-            for (int o = 0; o < O; o++) {
-                const long base = (((long)b * O + o) * P + i) * Q;
-                memcpy(gq, gout + b * gsb + o * gsc + i * gsh, sizeof(float) * Q);
-                memcpy(yq, out + base, sizeof(float) * Q);
-                memcpy(kq, arg + base, Q);
-                float *g0 = G + ((long)o * 4 + (2 * i) % 4) * gwid + 2;
-                float *g1 = G + ((long)o * 4 + (2 * i + 1) % 4) * gwid + 2;
-                for (int j = 0; j < qpad; j += 16) {
-                    v16 gv = ld(gq + j), yv = ld(yq + j);
-                    v16i kv;
-                    for (int v = 0; v < 16; v++) kv[v] = kq[j + v];
-                    gv = sel(yv <= 0.f, (v16){}, gv);
-                    blanes[o] += gv;
-                    const v16 e0 = sel(kv == 0, gv, (v16){}), e1 = sel(kv == 1, gv, (v16){});
-                    const v16 e2 = sel(kv == 2, gv, (v16){}), e3 = sel(kv == 3, gv, (v16){});
-                    st(g0 + 2 * j, __builtin_shuffle(e0, e1, LO));
-                    st(g0 + 2 * j + 16, __builtin_shuffle(e0, e1, HI));
-                    st(g1 + 2 * j, __builtin_shuffle(e2, e3, LO));
-                    st(g1 + 2 * j + 16, __builtin_shuffle(e2, e3, HI));
-                }
-            }
-            /* 2. weight gradient from these two rows */
-            for (int r = 0; r < 2; r++) {
-                const int y = 2 * i + r;
-                for (int og = 0; og < O; og += 4) {
-                    const float *gr[4];
-                    for (int o = 0; o < 4; o++) gr[o] = G + ((long)(og + o) * 4 + y % 4) * gwid + 2;
-                    for (int c = 0; c < C; c++)
-                        for (int kh = 0; kh < 3; kh++) {
-                            const float *xr = xb + ((long)c * H + y + kh) * wb;
-                            v16 acc[4][3];
-                            for (int o = 0; o < 4; o++) acc[o][0] = acc[o][1] = acc[o][2] = (v16){};
-                            for (int j = 0; j < nch * CW; j += 16) {
-                                const v16 x0 = ld(xr + j), x1 = ld(xr + j + 1), x2 = ld(xr + j + 2);
-#pragma GCC unroll 4
-                                for (int o = 0; o < 4; o++) {
-                                    const v16 gv = ld(gr[o] + j);
-                                    acc[o][0] += gv * x0; acc[o][1] += gv * x1; acc[o][2] += gv * x2;
-                                }
-                            }
-                            for (int o = 0; o < 4; o++)
-                                for (int kw = 0; kw < 3; kw++)
-                                    lanes[(((og + o) * C + c) * 3 + kh) * 3 + kw] += acc[o][kw];
-                        }
-                }
-            }
-            /* 3. input-gradient rows 2i and 2i+1: they need gradient rows up to 2i+1 */
-            if (gxb)
-                for (int r = 0; r < 2; r++) {
-                    const int y = 2 * i + r;
-                    for (int o = 0; o < O; o++)
-                        for (int kh = 0; kh < 3; kh++)
-                            rows[o * 3 + kh] = y - kh < 0 ? Z + 2
-                                : G + ((long)o * 4 + (y - kh) % 4) * gwid + 2;
-                    gx_row(rows, wq, O, C, W, 2 * Q + 2, nchx, gxb + (long)y * W, plane);
-                }
-        }
-        if (gxb) {
-            for (int y = 2 * P; y < 2 * P + 2; y++) {  /* rows fed by the last two only */
-                for (int o = 0; o < O; o++)
-                    for (int kh = 0; kh < 3; kh++)
-                        rows[o * 3 + kh] = y - kh >= 2 * P ? Z + 2
-                            : G + ((long)o * 4 + (y - kh) % 4) * gwid + 2;
-                gx_row(rows, wq, O, C, W, 2 * Q + 2, nchx, gxb + (long)y * W, plane);
-            }
-            for (int c = 0; c < C; c++)  /* rows no output depends on */
-                memset(gxb + c * plane + (long)(2 * P + 2) * W, 0,
-                       sizeof(float) * (size_t)(H - 2 * P - 2) * W);
-        }
-    }
-    free(xb); free(G); free(Z); free(gq); free(yq); free(kq); free(rows); free(wq);
-}
-
-#ifdef __AVX512F__
-#include <immintrin.h>
-static inline v16 gather(const float *p, v16i o) {
-    __m512i oi; memcpy(&oi, &o, 64);
-    __m512 r = _mm512_i32gather_ps(oi, p, 4);
-    v16 out; memcpy(&out, &r, 64); return out;
-}
-#else
-static inline v16 gather(const float *p, v16i o) {
-    v16 r; for (int v = 0; v < 16; v++) r[v] = p[o[v]]; return r;
-}
-#endif
-
-/* Random flips + rotation of uint8 images, as F.affine_grid + F.grid_sample(bilinear,
-   padding_mode="border", align_corners=False) would do them on the images / 255.
-   src (N, C, H, W) uint8 with strides (sn, sc, sh); rows idx (B); theta (B, 2, 3).
-   dst (B, C, OH, OW) contiguous: the top-left OH x OW of the H x W result. */
-static void augment_images(const uint8_t *src, long sn, long sc, long sh, const int64_t *idx,
-                           int b0, int b1, int C, int H, int W, const float *theta, int OH,
-                           int OW, float *dst) {
-    float lut[256];
-    for (int v = 0; v < 256; v++) lut[v] = (float)v / 255.f;
-    float *plane = malloc(sizeof(float) * (size_t)C * H * W);
-    const v16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    for (int b = b0; b < b1; b++) {
-        const float *t = theta + 6 * b;
-        const uint8_t *s = src + idx[b] * sn;
-        for (int c = 0; c < C; c++)
-            for (int y = 0; y < H; y++) {
-                const uint8_t *r = s + c * sc + y * sh;
-                float *d = plane + ((long)c * H + y) * W;
-                for (int x = 0; x < W; x++) d[x] = lut[r[x]];
-            }
-        for (int i = 0; i < OH; i++) {
-            const float yn = (float)(2 * i + 1 - H) / (float)H;
-            const float cx = t[1] * yn + t[2], cy = t[4] * yn + t[5];
-            for (int j = 0; j < OW; j += 16) {
-                const v16 xn = ((lane + (float)j) * 2.f + (float)(1 - W)) / (float)W;
-                const v16 gx = t[0] * xn + cx, gy = t[3] * xn + cy;
-                v16 ix = ((gx + 1.f) * (float)W - 1.f) * 0.5f, iy = ((gy + 1.f) * (float)H - 1.f) * 0.5f;
-                ix = sel(ix < 0.f, (v16){}, ix); ix = sel(ix > (float)(W - 1), (v16){} + (float)(W - 1), ix);
-                iy = sel(iy < 0.f, (v16){}, iy); iy = sel(iy > (float)(H - 1), (v16){} + (float)(H - 1), iy);
-                const v16i x0 = __builtin_convertvector(ix, v16i), y0 = __builtin_convertvector(iy, v16i);
-                const v16 fx0 = __builtin_convertvector(x0, v16), fy0 = __builtin_convertvector(y0, v16);
-                const v16i dx = -(x0 + 1 < W), dy = -(y0 + 1 < H) * W;
-                const v16i o00 = y0 * W + x0, o01 = o00 + dx, o10 = o00 + dy, o11 = o10 + dx;
-                const v16 ax = fx0 + 1.f - ix, bx = ix - fx0, ay = fy0 + 1.f - iy, by = iy - fy0;
-                const v16 nw = ax * ay, ne = bx * ay, sw = ax * by, se = bx * by;
-                const int n = OW - j < 16 ? OW - j : 16;
-                for (int c = 0; c < C; c++) {
-                    const float *p = plane + (long)c * H * W;
-                    const v16 r = gather(p, o00) * nw + gather(p, o01) * ne + gather(p, o10) * sw
-                                  + gather(p, o11) * se;
-                    float *d = dst + (((long)b * C + c) * OH + i) * OW + j;
-                    if (n == 16) st(d, r); else for (int v = 0; v < n; v++) d[v] = r[v];
-                }
-            }
-        }
-    }
-    free(plane);
-}
-
-/* ---- entry points: images split over up to `threads` POSIX threads -------------------- */
-typedef struct {
-    int kind, b0, b1;
-    const float *x; const uint8_t *xu8; long sb, sc, sh, sw; int C, H, W;
-    const float *w, *bias; int O;
-    float *out; uint8_t *arg;                                           /* forward */
-    const float *yout; const uint8_t *yarg; const float *gout; long gsb, gsc, gsh;
-    v16 *lanes; size_t nl; float *gx;                                   /* backward */
-    const uint8_t *src; const int64_t *idx; const float *theta; int OH, OW; float *dst;
-} Task;
-
-static void *run_task(void *p) {
-    Task *t = p;
-    if (t->kind == 0)
-        forward_images(t->x, t->xu8, t->sb, t->sc, t->sh, t->sw, t->b0, t->b1, t->C, t->H, t->W,
-                       t->w, t->bias, t->O, t->out, t->arg);
-    else if (t->kind == 1)
-        backward_images(t->x, t->sb, t->sc, t->sh, t->b0, t->b1, t->C, t->H, t->W, t->w, t->O,
-                        t->yout, t->yarg, t->gout, t->gsb, t->gsc, t->gsh, t->lanes,
-                        t->lanes + (size_t)t->O * t->C * 9, t->gx);
-    else
-        augment_images(t->src, t->sb, t->sc, t->sh, t->idx, t->b0, t->b1, t->C, t->H, t->W,
-                       t->theta, t->OH, t->OW, t->dst);
-    return NULL;
-}
-
-#define MAX_THREADS 64
-static int split_count(int threads, int B) {
-    int n = threads < B ? threads : B;
-    if (n > MAX_THREADS) n = MAX_THREADS;
-    return n < 1 ? 1 : n;
-}
-
-/* Runs `base` on n contiguous image ranges, one per thread (the caller's included); task k
-   gets partial sums lanes + k * nl. */
-static void run_split(const Task *base, int B, int n) {
-    Task tasks[MAX_THREADS];
-    pthread_t tid[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int k = 0; k < n; k++) {
-        tasks[k] = *base;
-        tasks[k].b0 = (int)((long)B * k / n);
-        tasks[k].b1 = (int)((long)B * (k + 1) / n);
-        if (base->lanes) tasks[k].lanes = base->lanes + base->nl * k;
-    }
-    for (int k = 1; k < n; k++) started[k] = pthread_create(&tid[k], NULL, run_task, &tasks[k]) == 0;
-    run_task(&tasks[0]);
-    for (int k = 1; k < n; k++) {
-        if (started[k]) pthread_join(tid[k], NULL);
-        else run_task(&tasks[k]);
-    }
-}
-
-void block_forward(const float *x, long sb, long sc, long sh, int B, int C, int H, int W,
-                   const float *w, const float *bias, int O, float *out, uint8_t *arg,
-                   int threads) {
-    const Task base = {.kind = 0, .x = x, .sb = sb, .sc = sc, .sh = sh, .C = C, .H = H, .W = W,
-                       .w = w, .bias = bias, .O = O, .out = out, .arg = arg};
-    run_split(&base, B, split_count(threads, B));
-}
-
-/* block_forward reading uint8 pixels x (B, C, H, W) with strides (sb, sc, sh, sw) as x / 255
-   (e.g. images stored (B, H, W, C): sc = 1, sw = C); no winners kept: inference only. */
-void block_forward_u8(const uint8_t *x, long sb, long sc, long sh, long sw, int B, int C, int H,
-                      int W, const float *w, const float *bias, int O, float *out, int threads) {
-    const Task base = {.kind = 0, .xu8 = x, .sb = sb, .sc = sc, .sh = sh, .sw = sw, .C = C,
-                       .H = H, .W = W, .w = w, .bias = bias, .O = O, .out = out};
-    run_split(&base, B, split_count(threads, B));
-}
-
-/* Gradients of block_forward for a pooled gradient gout (B, O, P, Q) with strides (gsb,
-   gsc, gsh): adds into gw (O, C, 3, 3) and gb (O); writes gx (B, C, H, W) contiguous unless
-   it is NULL (then C may be anything, else C % 4 == 0). Each thread sums into its own
-   partial sums, added in a fixed order afterwards: the result depends on `threads` only. */
-void block_backward(const float *x, long sb, long sc, long sh, int B, int C, int H, int W,
-                    const float *w, int O, const float *out, const uint8_t *arg,
-                    const float *gout, long gsb, long gsc, long gsh, float *gw, float *gb,
-                    float *gx, int threads) {
-    const int n = split_count(threads, B);
-    const size_t nl = (size_t)O * C * 9 + O;
-    v16 *lanes = aligned_alloc(64, sizeof(v16) * nl * n);
-    memset(lanes, 0, sizeof(v16) * nl * n);
-    const Task base = {.kind = 1, .x = x, .sb = sb, .sc = sc, .sh = sh, .C = C, .H = H, .W = W,
-                       .w = w, .O = O, .yout = out, .yarg = arg, .gout = gout, .gsb = gsb,
-                       .gsc = gsc, .gsh = gsh, .lanes = lanes, .nl = nl, .gx = gx};
-    run_split(&base, B, n);
-    for (int k = 1; k < n; k++)
-        for (size_t q = 0; q < nl; q++) lanes[q] += lanes[nl * k + q];
-    for (int q = 0; q < O * C * 9; q++) gw[q] += hsum(lanes[q]);
-    for (int o = 0; o < O; o++) gb[o] += hsum(lanes[(size_t)O * C * 9 + o]);
-    free(lanes);
-}
-
-void augment_u8(const uint8_t *src, long sn, long sc, long sh, const int64_t *idx, int B, int C,
-                int H, int W, const float *theta, int OH, int OW, float *dst, int threads) {
-    const Task base = {.kind = 2, .src = src, .sb = sn, .sc = sc, .sh = sh, .idx = idx, .C = C,
-                       .H = H, .W = W, .theta = theta, .OH = OH, .OW = OW, .dst = dst};
-    run_split(&base, B, split_count(threads, B));
-}
-"""
