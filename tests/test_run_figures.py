@@ -71,3 +71,22 @@ def test_paper_values_face_a_capped_size():
     assert _match_sizes({200: (0.97, 0.02)}, [10, 100, 197]) == {197: (0.97, 0.02)}
     assert _match_sizes({200: (0.97, 0.02)}, [10, 100]) == {}
     assert _match_sizes(None, [10]) is None
+
+
+def test_metric_display_names_come_from_one_table():
+    from leukolearn.analysis.metrics import metric_label
+
+    assert metric_label("auc") == metric_label("auc", capital=False) == "ROC-AUC"
+    assert metric_label("weighted_f1") == "Weighted F1"  # an axis, a figure's column
+    assert metric_label("weighted_f1", capital=False) == "weighted F1"  # in a sentence
+    assert metric_label("accuracy") == "accuracy"  # no display name: as it is
+
+
+def test_learning_curve_axis_names_the_metric():
+    from leukolearn.analysis.curves import plan_annotation
+    from leukolearn.report.analysis_figures import learning_curve_figure
+
+    sizes = np.array([10, 20, 40, 80, 160])
+    values = 0.9 - 0.5 * sizes[:, None] ** -0.5 + np.zeros((1, 3))
+    plan = plan_annotation(sizes, values, 0.85, metric_name="weighted_f1", n_boot=20)
+    assert learning_curve_figure(plan).axes[0].get_ylabel() == "Test Weighted F1"

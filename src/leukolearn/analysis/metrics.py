@@ -1,10 +1,25 @@
-"""Scores of one trained model on its test set."""
+"""Scores of one trained model on its test set, and what the metrics are called."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
+
+# sklearn and scipy are imported where used: the labels below are wanted by modules (the
+# CLI, the report) that should not pay a second for importing sklearn.metrics.
+
+# A run's metric (SweepConfig.metric) as a reader sees it, in running text ("test weighted
+# F1"); `metric_label` gives the capitalised form for an axis or a figure's table.
+METRIC_LABELS = {"auc": "ROC-AUC", "weighted_f1": "weighted F1"}
+
+
+def metric_label(name: str, capital: bool = True) -> str:
+    """The display name of metric `name` ("auc" -> "ROC-AUC", "weighted_f1" -> "Weighted
+    F1", or "weighted F1" without `capital`); a name without one is returned as it is."""
+    label = METRIC_LABELS.get(name)
+    if label is None:
+        return name
+    return label[:1].upper() + label[1:] if capital else label
 
 
 def roc_auc(y_true: np.ndarray, p_positive: np.ndarray) -> float:
@@ -13,6 +28,8 @@ def roc_auc(y_true: np.ndarray, p_positive: np.ndarray) -> float:
     The paper's script integrated 1,000 thresholds; the exact area differs from that by
     less than 1/1000 of the curve's step size, so we use the exact one.
     """
+    from sklearn.metrics import roc_auc_score
+
     y_true = np.asarray(y_true)
     if len(np.unique(y_true)) < 2:
         return float("nan")
@@ -21,11 +38,15 @@ def roc_auc(y_true: np.ndarray, p_positive: np.ndarray) -> float:
 
 def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """F1 averaged over classes weighted by their support, as in the paper's multiclass task."""
+    from sklearn.metrics import f1_score
+
     return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts (n_classes, n_classes): rows are true classes, columns predicted."""
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(y_true, y_pred, labels=np.arange(n_classes))
 
 
@@ -42,7 +63,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
         return math.nan, math.nan
-    from scipy.stats import binomtest  # scipy.stats takes ~0.3 s to import: only when used
+    from scipy.stats import binomtest
 
     ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
     return float(ci.low), float(ci.high)

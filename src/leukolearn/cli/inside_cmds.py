@@ -265,7 +265,7 @@ def shortcut(
 def _shortcut_figure(out: Path, summary: dict) -> list[Path]:
     from leukolearn.report.style import save_figure
     from leukolearn.report.explain_figures import shortcut_figure
-    from leukolearn.report.run_figures import METRIC_LABELS
+    from leukolearn.analysis.metrics import metric_label
 
     variants = {}
     for name, v in summary["variants"].items():
@@ -276,7 +276,7 @@ def _shortcut_figure(out: Path, summary: dict) -> list[Path]:
         return []
     metric = summary.get("metric", "auc")
     title = f"Shortcut control ({summary.get('masks_short', 'masks')})"
-    return save_figure(shortcut_figure(variants, metric_name=METRIC_LABELS.get(metric, metric),
+    return save_figure(shortcut_figure(variants, metric_name=metric_label(metric),
                                        chance_level=0.5 if metric == "auc" else None,
                                        title=title), out, "shortcut_vs_size")
 

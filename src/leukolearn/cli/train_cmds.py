@@ -93,8 +93,12 @@ def _report_metrics(metrics: dict, out: Path, as_json: bool) -> None:
         typer.echo(json.dumps(metrics, indent=2))
         return
     console = Console()
-    headline = (f"test ROC-AUC {metrics['roc_auc']:.3f}" if "roc_auc" in metrics
-                else f"test weighted F1 {metrics['weighted_f1']:.3f}")
+    from leukolearn.analysis.metrics import metric_label
+
+    headline = (f"test {metric_label('auc', capital=False)} {metrics['roc_auc']:.3f}"
+                if "roc_auc" in metrics
+                else f"test {metric_label('weighted_f1', capital=False)} "
+                     f"{metrics['weighted_f1']:.3f}")
     console.print(f"[bold]{headline}[/bold], accuracy {metrics['accuracy']:.3f} on "
                   f"{metrics['n_test']} test images; best epoch {metrics['best_epoch']} of "
                   f"{metrics['epochs_run']} ({metrics['seconds']:.0f} s)")

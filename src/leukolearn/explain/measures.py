@@ -52,7 +52,7 @@ def explain_grid(store: RunStore, cells: CellImages, fold: int, sizes: Sequence[
     returns the grid and notes for the user (sizes replaced)."""
     from leukolearn.explain.saliency import saliency
     from leukolearn.explain.lrp import get_rule, lrp
-    from leukolearn.report.run_figures import METRIC_LABELS
+    from leukolearn.analysis.metrics import metric_label
     from leukolearn.training.loop import predict_proba
 
     get_rule(rule)  # an unknown rule fails before any work
@@ -72,7 +72,7 @@ def explain_grid(store: RunStore, cells: CellImages, fold: int, sizes: Sequence[
         images=images, sizes=[j.size for j in jobs], job_ids=[j.job_id for j in jobs],
         saliency=np.stack(sal), lrp=np.stack(rel), predicted=predicted,
         confidence=np.stack(conf), rule=rule, fold=fold,
-        metrics=[f"{METRIC_LABELS.get(j.metric_name, j.metric_name)} {j.metric:.2f}"
+        metrics=[f"{metric_label(j.metric_name)} {j.metric:.2f}"
                  for j in jobs])
     return grid, notes
 

@@ -9,13 +9,14 @@ from matplotlib.figure import Figure
 
 from leukolearn.analysis.calibration import ReliabilityCurve
 from leukolearn.analysis.curves import LearningCurvePlan
+from leukolearn.analysis.metrics import metric_label
 from leukolearn.report.style import COLORS, RC, SINGLE_COLUMN_IN, new_figure
 
 
 def learning_curve_figure(plan: LearningCurvePlan, *, title: str | None = None) -> Figure:
     """Measured points (folds grey, mean blue), the fitted curve with its bootstrap band,
     the target line and the predicted size; sizes held out of the fit are hollow."""
-    name = {"auc": "ROC-AUC", "weighted_f1": "Weighted F1"}.get(plan.metric_name, plan.metric_name)
+    name = metric_label(plan.metric_name)
     right = float(plan.sizes.max())
     if math.isfinite(plan.n_needed):
         right = max(right, min(plan.n_needed * 1.3, right * 20))

@@ -9,9 +9,8 @@ from leukolearn.report.figures import (auc_vs_size, confusion_matrix_percent, lo
 from leukolearn.report.style import save_figure
 from leukolearn.report.paper_values import paper_reference
 from leukolearn.runstore.store import RunStore
+from leukolearn.analysis.metrics import metric_label
 from leukolearn.analysis.summary import summarize_store
-
-METRIC_LABELS = {"auc": "ROC-AUC", "weighted_f1": "Weighted F1"}
 
 
 def make_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
@@ -52,7 +51,7 @@ def make_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> 
     task = "binary" if n_classes == 2 else "multiclass"
     paper = _match_sizes(paper_reference(store.dataset_info.name, task), sizes)
     written += save_figure(
-        auc_vs_size(sizes, values, metric_name=METRIC_LABELS.get(metric, metric), paper=paper,
+        auc_vs_size(sizes, values, metric_name=metric_label(metric), paper=paper,
                     degenerate=degenerate, chance_level=0.5 if metric == "auc" else None,
                     # "reproduction" only beside the paper's numbers; else it is just folds
                     label="This reproduction" if paper else "Over folds"),
