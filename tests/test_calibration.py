@@ -61,3 +61,19 @@ def test_reliability_diagram_is_a_figure_without_pyplot_state():
     fig = reliability_diagram(reliability_curve(rng.uniform(0, 1, 300) < p, p), title="t")
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert plt.get_fignums() == before
+
+
+def test_to_dict_is_strict_json_and_reads_back():
+    import json
+
+    empty = reliability_curve(np.array([], bool), np.array([]))
+    d = empty.to_dict()
+    assert d["n"] == 0 and d["ece"] is None and d["brier"] is None  # null, not a NaN token
+    back = ReliabilityCurve.from_dict(json.loads(json.dumps(d, allow_nan=False)))
+    assert back.n == 0 and math.isnan(back.brier) and np.isnan(back.observed).all()
+    curve = reliability_curve(np.array([1, 0, 1, 1]), np.array([0.9, 0.2, 0.8, 0.85]), n_bins=5)
+    back = ReliabilityCurve.from_dict(json.loads(json.dumps(curve.to_dict(), allow_nan=False)))
+    assert back.ece == curve.ece and back.counts.tolist() == curve.counts.tolist()
+    assert np.array_equal(back.observed, curve.observed, equal_nan=True)  # empty bins NaN again
+    only_blasts = choose_threshold(np.array([1, 1]), np.array([0.7, 0.9]), 0.5).to_dict()
+    assert only_blasts["specificity"] is None and only_blasts["n_negative"] == 0

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from leukolearn.errors import LeukolearnError
+from leukolearn.files import json_safe
 
 
 @dataclass(frozen=True)
@@ -51,20 +52,19 @@ class ReliabilityCurve:
         return float(gaps.max()) if filled.any() else math.nan
 
     def to_dict(self) -> dict:
-        def plain(a: np.ndarray) -> list:
-            return [None if isinstance(v, float) and math.isnan(v) else v for v in a.tolist()]
-
-        return {"n": self.n, "ece": self.ece, "mce": self.mce, "brier": self.brier,
-                "bin_edges": self.bin_edges.tolist(), "counts": self.counts.tolist(),
-                "mean_predicted": plain(self.mean_predicted), "observed": plain(self.observed)}
+        """For JSON: NaN (an empty bin; ECE, MCE and Brier score without predictions) as None."""
+        return json_safe({"n": self.n, "ece": self.ece, "mce": self.mce, "brier": self.brier,
+                          "bin_edges": self.bin_edges, "counts": self.counts,
+                          "mean_predicted": self.mean_predicted, "observed": self.observed})
 
     @classmethod
     def from_dict(cls, d: dict) -> "ReliabilityCurve":
         def arr(key: str) -> np.ndarray:
             return np.array([np.nan if v is None else v for v in d[key]], dtype=float)
 
+        brier = math.nan if d["brier"] is None else float(d["brier"])
         return cls(arr("bin_edges"), np.asarray(d["counts"], dtype=np.int64),
-                   arr("mean_predicted"), arr("observed"), float(d["brier"]))
+                   arr("mean_predicted"), arr("observed"), brier)
 
 
 def reliability_curve(y_true: np.ndarray, p_positive: np.ndarray, n_bins: int = 10) -> ReliabilityCurve:
@@ -102,8 +102,8 @@ class ThresholdChoice:
     source: str = ""  # which predictions it was chosen on, in words
 
     def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                for k, v in asdict(self).items()}
+        """For JSON: NaN (the specificity without negative cells) as None."""
+        return json_safe(asdict(self))
 
 
 def choose_threshold(y_true: np.ndarray, p_positive: np.ndarray, target_sensitivity: float,

@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from leukolearn.errors import LeukolearnError
+from leukolearn.files import json_safe
 
 # a in (0, 1], b > 0, c > 0; the upper bounds on b and c only keep the optimiser in a
 # region where the curve is defined on n >= 1 and not a step function.
@@ -176,29 +177,25 @@ class LearningCurvePlan:
         return (np.quantile(curves, alpha / 2, axis=0), np.quantile(curves, 1 - alpha / 2, axis=0))
 
     def to_dict(self) -> dict:
-        def num(v: float) -> float | None:
-            return None if v is None or not math.isfinite(v) else float(v)
-
+        """For JSON: NaN and inf (n* of a plateau below the target, a missing fold) as None."""
         d = {
             "metric": self.metric_name, "target": self.target, "confidence": self.confidence,
             "n_boot": self.n_boot, "seed": self.seed, "model": "a - b * n^(-c)",
             "fit": self.fit.to_dict(), "plateau": self.plateau,
-            "p_plateau_below_target": num(self.p_plateau),
-            "a_ci": [num(v) for v in self.a_ci],
-            "n_needed": num(self.n_needed), "n_ci": [num(v) for v in self.n_ci],
+            "p_plateau_below_target": self.p_plateau, "a_ci": self.a_ci,
+            "n_needed": self.n_needed, "n_ci": self.n_ci,
             "reached_at_measured_size": self.reached_at,
-            "sizes": self.sizes.tolist(), "fit_sizes": self.fit_sizes.tolist(),
-            "mean": [num(v) for v in self.mean],
-            "per_fold": [[num(v) for v in row] for row in self.values.tolist()],
+            "sizes": self.sizes, "fit_sizes": self.fit_sizes, "mean": self.mean,
+            "per_fold": self.values,
             "fold_fits": [None if f is None else f.to_dict() for f in self.fold_fits],
             "notes": self.notes,
         }
         if self.validation is not None:
             v = self.validation
-            d["validation"] = {"fit_max": v.fit_max, "at": v.at, "measured": num(v.measured),
-                               "measured_sd": num(v.measured_sd), "predicted": v.predicted,
-                               "predicted_ci": list(v.predicted_ci), "error": v.error}
-        return d
+            d["validation"] = {"fit_max": v.fit_max, "at": v.at, "measured": v.measured,
+                               "measured_sd": v.measured_sd, "predicted": v.predicted,
+                               "predicted_ci": v.predicted_ci, "error": v.error}
+        return json_safe(d)
 
     def text(self) -> str:
         name = {"auc": "AUC", "weighted_f1": "weighted F1"}.get(self.metric_name, self.metric_name)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 import numpy as np
 
+from leukolearn.files import json_safe, to_json
 from leukolearn.runstore.store import JobRecord, RunStore
 
 # n_restarted last (added later): a CSV reader that goes by position finds the others unmoved.
@@ -55,14 +55,14 @@ class Summary:
         return next(r for r in self.rows if r.size == size)
 
     def to_dict(self) -> dict:
-        d = {"metric": self.metric_name, "rows": [_nan_to_none(asdict(r)) for r in self.rows]}
+        d = {"metric": self.metric_name, "rows": [json_safe(asdict(r)) for r in self.rows]}
         if self.confusion:
             d["class_names"] = list(self.class_names)
             d["confusion"] = {str(k): v for k, v in self.confusion.items()}
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return to_json(self.to_dict())
 
     def to_csv(self) -> str:
         """One line per size; NaN as an empty field; floats to 4 decimals."""
@@ -113,11 +113,6 @@ def summarize_store(store: RunStore) -> Summary:
 
 def _stat(fn, values: np.ndarray) -> float:
     return float(fn(values)) if len(values) else math.nan
-
-
-def _nan_to_none(d: dict) -> dict:
-    # JSON has no NaN; null is what other tools read as "missing".
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
 def _csv_value(v: object) -> object:

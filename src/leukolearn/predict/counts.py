@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from leukolearn.analysis.metrics import wilson_interval
+from leukolearn.files import json_safe
 
 DIAGNOSTIC_THRESHOLD = 0.20  # WHO: >= 20 % blasts in blood or marrow for acute leukaemia
 MIN_SEPARATION = 0.1  # TPR - FPR below this: no adjusted count
@@ -62,7 +63,7 @@ class ErrorRates:
         return wilson_interval(round(self.fpr * self.n_negative), self.n_negative, confidence)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "separation": self.separation}
+        return json_safe({**asdict(self), "separation": self.separation})
 
 
 def adjusted_count(q: float, tpr: float, fpr: float) -> float:
@@ -125,8 +126,7 @@ class SampleResult:
 
     def to_dict(self) -> dict:
         """For JSON: NaN (a sample without cells, no adjusted count) becomes None."""
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                for k, v in asdict(self).items()}
+        return json_safe(asdict(self))
 
 
 def _call(low: float, high: float, diagnostic_threshold: float) -> str:
