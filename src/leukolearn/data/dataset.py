@@ -19,7 +19,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from leukolearn.data.duplicates import (HASH_BITS, HASH_VERSION, duplicate_group
 from leukolearn.data.classes import AML_BLASTS
 from leukolearn.data.loaders import AML_CLASSES, LOADERS, Entry, Listing, register_loader
 from leukolearn.errors import BadFileError, LeukolearnError
+from leukolearn.progress import track
 
 __all__ = ["AML_BLASTS", "AML_CLASSES", "inspect_dataset", "list_datasets", "load_dataset", "register_loader"]
 
@@ -232,7 +233,8 @@ def _decode(listing: Listing, size: int, *, cache: bool, progress: bool,
     with writer or nullcontext():
         arrays = writer.arrays if writer else {k: np.zeros(s, d) for k, (s, d) in specs.items()}
         ok, bad = np.zeros(n, bool), []
-        for i, result in _track(_decode_each(entries, size), f"Decoding {n} images", n, progress):
+        for i, result in track(enumerate(_decode_each(entries, size)), f"Decoding {n} images",
+                               total=n, enabled=progress):
             if isinstance(result, BadFileError):
                 if not keep_going:
                     raise result
@@ -259,7 +261,7 @@ def _cache_keys(listing: Listing, size: int, keep_going: bool,
     try:
         pairs = [(cache_mod.file_digest(e.path),
                   cache_mod.file_digest(e.mask_path) if e.mask_path else "")
-                 for _, e in _track(entries, "Checking the cache", len(entries), progress)]
+                 for e in track(entries, "Checking the cache", enabled=progress)]
     except BadFileError:
         if keep_going:
             return None, None
@@ -299,10 +301,3 @@ def _fitted_mask(path: Path, image_shape: tuple[int, ...], size: int) -> np.ndar
         raise BadFileError(path, f"mask is {mw}x{mh} but its image is {w}x{h} (another shape)")
     return fit_mask_to_square(mask, size)
 
-
-def _track(items: Iterable, description: str, total: int, progress: bool):
-    """enumerate(items) with a rich progress bar when `progress`."""
-    from rich.progress import track
-
-    return track(enumerate(items), description=description, total=total,
-                 disable=not progress, transient=True)

@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from leukolearn.data.cellimages import MASK_BACKGROUND, MASK_CYTOPLASM, MASK_NUCLEUS, CellImages
 from leukolearn.errors import LeukolearnError
+from leukolearn.progress import track
 
 VARIANTS = ("original", "cell-only", "background-only")
 MARGIN = 3  # px of background kept around the cell (cell-only) / painted over (background-only)
@@ -172,11 +173,9 @@ def apply_stored_variant(cells: CellImages, variant: Mapping[str, Any]) -> CellI
 
 def segment_masks(images: np.ndarray, progress: bool = False) -> np.ndarray:
     """`focus.segment_cells` with a progress bar."""
-    from rich.progress import track
-
     from leukolearn.data.segment import segment_cell
 
     if not len(images):
         return np.zeros(images.shape[:3], dtype=np.uint8)
-    return np.stack([segment_cell(im) for im in track(
-        images, description="stain segmentation", disable=not progress, transient=True)])
+    return np.stack([segment_cell(im) for im in track(images, "stain segmentation",
+                                                       enabled=progress)])
