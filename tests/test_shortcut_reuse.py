@@ -187,3 +187,32 @@ def test_a_copy_that_cannot_be_saved_leaves_no_weights_file(tmp_path, monkeypatc
             store.copy_job_from(source, "f00-n2-s0")
     assert not (target / "weights" / "f00-n2-s0.safetensors").exists()
     assert not list((target / "weights").glob(".*tmp*"))
+
+
+def test_summary_files_hold_null_and_empty_cells_for_missing_numbers(tmp_path):
+    import json
+    import math
+
+    from leukolearn.experiments.shortcut import write_summary
+
+    row = {"size": 10, "n": 1, "median": 0.91234, "q1": 0.9, "q3": 0.92, "mean": 0.91234,
+           "sd": math.nan, "values": [0.91234]}  # one job: no s.d.
+    summary = {"metric": "auc", "variants": {
+        "original": {"rows": [row, {**row, "size": 20}], "fill": [1, 2, 3], "masks": None},
+        "cell-only": {"rows": [row], "fill": [1, 2, 3], "masks": "expert"}}}
+    json_path, csv_path = write_summary(tmp_path, summary)
+
+    def no_nan_token(token):
+        raise AssertionError(f"{token} in JSON")
+
+    stored = json.loads(json_path.read_text(), parse_constant=no_nan_token)
+    assert stored["variants"]["original"]["rows"][0]["sd"] is None
+    assert stored["variants"]["original"]["rows"][0]["mean"] == 0.91234
+    assert csv_path.read_text().splitlines() == [
+        "size,original_median,original_n,cell-only_median,cell-only_n",
+        "10,0.9123,1,0.9123,1",
+        "20,0.9123,1,,0",  # cell-only has no job at size 20
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shortcut.csv", "shortcut.json"]
+    write_summary(tmp_path, {"variants": {}})  # nothing swept yet: an empty table
+    assert csv_path.read_text() == ""

@@ -116,9 +116,9 @@ def summary(
     with RunStore.open(run) as store:
         result = summarize_store(store)
     if csv_path is not None:
-        tmp = csv_path.with_name(csv_path.name + ".tmp")
-        tmp.write_text(result.to_csv())
-        tmp.replace(csv_path)
+        from leukolearn.files import write_text
+
+        write_text(csv_path, result.to_csv())
     if as_json:
         typer.echo(result.to_json())
         return

@@ -1,7 +1,6 @@
 """`leukolearn train` and `leukolearn demo` (`predict` lives in use_cmds)."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -10,6 +9,7 @@ import typer
 from rich.console import Console
 
 from leukolearn.cli import app
+from leukolearn.files import to_json
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, MulticlassOpt,
                                     NoDedupeOpt, PositiveOpt, RootArg, SizeOpt, load_cells)
 
@@ -90,7 +90,7 @@ def demo(
 
 def _report_metrics(metrics: dict, out: Path, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(metrics, indent=2))
+        typer.echo(to_json(metrics))  # as metrics.json: an undefined AUC is null, not NaN
         return
     console = Console()
     from leukolearn.analysis.metrics import metric_label

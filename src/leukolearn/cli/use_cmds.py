@@ -1,7 +1,6 @@
 """Using trained models: `predict`, `calibrate`, `plan` and `export`."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,6 +8,7 @@ import typer
 from rich.console import Console
 
 from leukolearn.cli import app
+from leukolearn.files import to_json
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, NoDedupeOpt, PositiveOpt,
                                     RootArg, SizeOpt, load_cells, split_csv)
 
@@ -62,7 +62,7 @@ def predict(
     report = predict_samples(model, paths, options, progress=not as_json)
     report.write(out)
     if as_json:
-        typer.echo(json.dumps(report.summary(), indent=2))
+        typer.echo(to_json(report.summary()))  # what summary.json holds
         return
     from rich.table import Table
 
@@ -206,7 +206,7 @@ def plan(
     written = save_figure(learning_curve_figure(result), figure_dir or run / "figures",
                           "learning_curve_plan")
     if as_json:
-        typer.echo(json.dumps({**result.to_dict(), "figure": str(written[0])}, indent=2))
+        typer.echo(to_json({**result.to_dict(), "figure": str(written[0])}))
     else:
         typer.echo(result.text())
         typer.echo(f"figure -> {written[0]}")

@@ -215,6 +215,8 @@ class EntryWriter:
             array.flush()
         self.arrays.clear()  # close our writable maps before the folder moves
         final = self._base / self.key
+        # Not files.atomic_write: an entry is a folder of arrays filled over a whole load,
+        # and its rename, not any one file's, is what makes it appear whole.
         try:
             os.replace(self._tmp, final)
         except OSError:  # another process committed the same entry first: use theirs
@@ -244,6 +246,9 @@ def entry_rows(key: str, name: str, index: np.ndarray) -> np.ndarray:
     target = folder / "subsets" / f"{name}-{tag}.npy"
     if not target.exists():
         target.parent.mkdir(exist_ok=True)
+        # Not files.atomic_write: its temporary name is the same for every writer, and
+        # parallel sweep workers may write the same subset at once; each process fills its
+        # own file here (pid in the name) and the last rename wins with identical bytes.
         tmp = target.with_name(f".{target.name}.{os.getpid()}")
         try:
             out = open_memmap(tmp, mode="w+", dtype=source.dtype,

@@ -20,6 +20,7 @@ import numpy as np
 
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
+from leukolearn.files import write_csv, write_json, write_text
 from leukolearn.experiments.variants import (MARGIN, VARIANTS, ShortcutMasks, apply_variant,
                                              cover_radius, median_background)
 
@@ -183,20 +184,18 @@ def summary_table(summary: Mapping[str, Any]) -> list[dict]:
 
 
 def write_summary(out: str | Path, summary: Mapping[str, Any]) -> list[Path]:
-    """OUT/shortcut.json and OUT/shortcut.csv (medians per size, side by side)."""
-    import csv
-
+    """OUT/shortcut.json and OUT/shortcut.csv (medians per size, side by side; NaN, a
+    variant without a job at that size, as an empty cell; empty without any job)."""
     out = Path(out)
     json_path, csv_path = out / "shortcut.json", out / "shortcut.csv"
-    json_path.write_text(json.dumps(_no_nan(summary), indent=2) + "\n")
+    write_json(json_path, summary)
     table = summary_table(summary)
-    with open(csv_path, "w", newline="") as f:
-        if table:
-            writer = csv.DictWriter(f, fieldnames=list(table[0]), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows({k: ("" if isinstance(v, float) and math.isnan(v)
-                                  else round(v, 4) if isinstance(v, float) else v)
-                              for k, v in row.items()} for row in table)
+    if table:
+        header = list(table[0])
+        write_csv(csv_path, header, [[round(v, 4) if isinstance(v, float) else v
+                                      for v in (row[k] for k in header)] for row in table])
+    else:
+        write_text(csv_path, "")
     return [json_path, csv_path]
 
 
@@ -214,12 +213,3 @@ def _check_variant(path: Path, variant: Mapping[str, Any]) -> None:
         raise LeukolearnError(f"{path} was made with other shortcut settings ({diff}); "
                               "use the same --masks, or a new --out")
 
-
-def _no_nan(x: Any) -> Any:
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _no_nan(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_no_nan(v) for v in x]
-    return x

@@ -8,7 +8,6 @@ and sizes) live in `protocol` and `sweep`.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
+from leukolearn.files import write_json
 from leukolearn.analysis.metrics import confusion, roc_auc, weighted_f1
 from leukolearn.model.weights import save_model
 from leukolearn.experiments.protocol import Job, ProtocolOptions, make_plan
@@ -98,16 +98,10 @@ def train_and_evaluate(
                    dataset_fingerprint=cells.fingerprint)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(result.model, out_dir / "model.safetensors")
-    _write_json(out_dir / "history.json", result.history)
-    _write_json(out_dir / "metrics.json", metrics)
-    _write_json(out_dir / "train_config.json", config.to_dict())
-    _write_json(out_dir / "split.json", {
+    write_json(out_dir / "history.json", result.history)
+    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "train_config.json", config.to_dict())
+    write_json(out_dir / "split.json", {
         part: [cells.image_ids[i] for i in idx] for part, idx in split.items()
     })
     return metrics
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)

@@ -11,7 +11,6 @@ growing sweep measures only the new jobs.
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -21,6 +20,8 @@ import numpy as np
 from leukolearn.data.cellimages import CellImages
 from leukolearn.data.classes import blast_class, stored_positive
 from leukolearn.errors import LeukolearnError
+from leukolearn.files import write_csv
+from leukolearn.progress import track
 from leukolearn.runstore.store import JobRecord, RunStore
 
 # The paper's Fig 4b rows: a lymphoblast, a typical lymphocyte, a segmented neutrophil.
@@ -206,9 +207,7 @@ def per_job_table(records: Sequence[JobRecord], path: Path, columns: Sequence[st
         else:
             todo.append(r)
     reused = len(rows)
-    from rich.progress import track
-
-    for r in track(todo, description=what, disable=not progress or not todo, transient=True):
+    for r in track(todo, what, enabled=progress and bool(todo)):
         values = {"job_id": r.job_id, "fold": r.fold, "size": r.size, "replicate": r.replicate,
                   "finished_at": r.finished_at, **keys, **measure(r)}
         rows[r.job_id] = {c: _csv_cell(values.get(c)) for c in columns}
@@ -231,9 +230,4 @@ def _csv_cell(v: Any) -> str:
 
 def _write_rows(path: Path, columns: Sequence[str], rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    write_csv(path, columns, [[row.get(c, "") for c in columns] for row in rows])

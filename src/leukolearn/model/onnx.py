@@ -47,7 +47,7 @@ def export_onnx(model: PaperCNN, path: str | Path, *, opset: int = DEFAULT_OPSET
     """Write `model` (+ softmax) to `path` as ONNX; the model is not changed."""
     import onnx
 
-    from leukolearn.files import software_versions
+    from leukolearn.files import atomic_write, software_versions
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,8 +55,8 @@ def export_onnx(model: PaperCNN, path: str | Path, *, opset: int = DEFAULT_OPSET
     was_training = model.training
     wrapped = _WithSoftmax(model).eval()
     example = torch.zeros(1, 3, config.input_size, config.input_size)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
             torch.onnx.export(
@@ -82,11 +82,11 @@ def export_onnx(model: PaperCNN, path: str | Path, *, opset: int = DEFAULT_OPSET
         graph.producer_name = "leukolearn"
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
-        tmp.replace(path)
+
+    try:
+        return atomic_write(path, write)
     finally:
         model.train(was_training)
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def onnx_difference(model: PaperCNN, path: str | Path, *, n_images: int = 8,

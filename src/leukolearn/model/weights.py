@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from leukolearn.errors import BadFileError, LeukolearnError
+from leukolearn.files import atomic_write
 from leukolearn.model.cnn import ModelConfig, PaperCNN
 
 
@@ -32,14 +33,8 @@ def save_model(model: PaperCNN, path: str | Path) -> Path:
         "model_config": model.config.to_json(),
         "weights_blake2b": weights_digest(tensors),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(path)  # atomic: a reader never sees half a file
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # e.g. a full disk: leave no half-written file
-        raise
-    return path
+    # atomic: a reader never sees half a file, a full disk leaves none behind
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def weights_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -24,7 +24,6 @@ threshold's calibration is known, the reliability diagram.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -35,11 +34,13 @@ from leukolearn.analysis.calibration import ReliabilityCurve
 from leukolearn.data.classes import positive_classes
 from leukolearn.data.decode import fit_to_square, read_image
 from leukolearn.errors import BadFileError, LeukolearnError
+from leukolearn.files import write_csv, write_json
 from leukolearn.model.cnn import PaperCNN
 from leukolearn.model.weights import load_model
+from leukolearn.progress import progress_bar
 # Re-exported: these lived here before and callers import them from leukolearn.predict.predictor.
 from leukolearn.predict.counts import (DIAGNOSTIC_THRESHOLD, MIN_SEPARATION, ErrorRates, SampleResult, summarize_sample)
-from leukolearn.predict.threshold import (ThresholdSetting, error_rates, resolve_threshold, run_validation_predictions, stored_calibration)
+from leukolearn.predict.threshold import (ThresholdSetting, error_rates, is_run_dir, resolve_threshold, run_validation_predictions, stored_calibration)
 from leukolearn.training.loop import predict_proba
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
@@ -145,11 +146,6 @@ class Predictor:
         return d
 
 
-def is_run_dir(path: Path) -> bool:
-    return Path(path).is_dir() and (Path(path) / "config.json").is_file() \
-        and (Path(path) / "run.sqlite").is_file()
-
-
 def load_predictor(path: str | Path, *, size: int | None = None) -> Predictor:
     """A model file, a `train --out` folder, or a RUN (ensemble at `size`, default largest)."""
     path = Path(path)
@@ -185,17 +181,12 @@ def predict_paths(model: PaperCNN | Sequence[PaperCNN], paths: list[Path], batch
     """Class probabilities (N, n_classes) for image files, decoded and fitted like training
     data; with several models, their mean. A file that cannot be decoded raises its
     BadFileError, or with `skip_bad` gets a row of NaN."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
-
     models = [model] if isinstance(model, PaperCNN) else list(model)
     size = models[0].config.input_size
     n_classes = models[0].config.n_classes
     out = np.full((len(paths), n_classes), np.nan, dtype=np.float32)
-    columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
-               TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("cells", total=len(paths))
+    with progress_bar(enabled=progress) as bar:  # transient: an error stays one line
+        task = bar.add_task("predicting cells", total=len(paths))
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
             images, rows = [], []
@@ -304,21 +295,24 @@ class PredictionReport:
             raise LeukolearnError(f"{out_dir} is a file; --out names a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
         names = self.predictor.class_names
-        cells = [["path", "sample", "predicted", "blast", "blast_probability",
-                  *[f"p_{n}" for n in names]]]
+        cells_header = ["path", "sample", "predicted", "blast", "blast_probability",
+                        *[f"p_{n}" for n in names]]
+        cells = []
         for path, sample, pred, blast, s, p in zip(self.paths, self.samples, self.predicted_names(),
                                                    self.is_blast, self.score, self.probs):
             cells.append([str(path), sample, pred, int(blast), f"{s:.6f}", *[f"{v:.6f}" for v in p]])
-        samples = [["sample", "n_cells", "n_blasts", "blast_fraction", "ci_low", "ci_high",
-                    "above_threshold", "call", "adjusted_fraction", "adjusted_ci_low",
-                    "adjusted_ci_high", "call_on"]]
+        samples_header = ["sample", "n_cells", "n_blasts", "blast_fraction", "ci_low", "ci_high",
+                          "above_threshold", "call", "adjusted_fraction", "adjusted_ci_low",
+                          "adjusted_ci_high", "call_on"]
+        samples = []
         for r in self.sample_results:
             samples.append([r.sample, r.n_cells, r.n_blasts, f"{r.blast_fraction:.4f}",
                             f"{r.ci_low:.4f}", f"{r.ci_high:.4f}", int(r.above_threshold), r.call,
                             *[_fmt(v) for v in (r.adjusted_fraction, r.adjusted_ci_low,
                                                 r.adjusted_ci_high)], r.call_on])
-        written = [_write_csv(out_dir / "cells.csv", cells), _write_csv(out_dir / "samples.csv", samples)]
-        written.append(_write_text(out_dir / "summary.json", json.dumps(self.summary(), indent=2) + "\n"))
+        written = [write_csv(out_dir / "cells.csv", cells_header, cells),
+                   write_csv(out_dir / "samples.csv", samples_header, samples),
+                   write_json(out_dir / "summary.json", self.summary())]
         if self.calibration is not None and self.calibration.n:
             from leukolearn.report.analysis_figures import reliability_diagram
             from leukolearn.report.style import save_figure
@@ -383,18 +377,3 @@ def _bad_reason(path: Path) -> str:
     except BadFileError as exc:
         return exc.problem
     return "unreadable"
-
-
-def _write_csv(path: Path, rows: list[list]) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        csv.writer(fh).writerows(rows)
-    tmp.replace(path)
-    return path
-
-
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -54,8 +54,27 @@ from leukolearn.model.cnn import PaperCNN
 from leukolearn.predict.counts import ErrorRates
 from leukolearn.training.loop import predict_proba
 
-if TYPE_CHECKING:  # pragma: no cover
-    from leukolearn.predict.predictor import Predictor
+
+class Predictor(Protocol):
+    """What these rules read of a `leukolearn.predict.predictor.Predictor`, not imported
+    from there: predictor imports this module, and no two modules import each other
+    (tests/test_layout.py)."""
+
+    models: list[PaperCNN]
+    source: Path
+    kind: str  # "model" | "run"
+    size: int | None
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    def held_out_predictions(self, positive: Sequence[int]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is a run directory of `leukolearn sweep` (a RUN)."""
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file() \
+        and (Path(path) / "run.sqlite").is_file()
 
 
 @dataclass(frozen=True)
@@ -187,7 +206,6 @@ def rates_at(y_true: np.ndarray, score: np.ndarray, threshold: float, source: st
 
 def sweep_job(model_file: Path) -> tuple[Path, str] | None:
     """(RUN, job id) when `model_file` is the weights file of a finished job of a sweep."""
-    from leukolearn.predict.predictor import is_run_dir
     from leukolearn.runstore.store import RunStore
 
     run = model_file.parent.parent

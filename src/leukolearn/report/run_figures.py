@@ -11,6 +11,7 @@ from leukolearn.report.paper_values import paper_reference
 from leukolearn.runstore.store import RunStore
 from leukolearn.analysis.metrics import metric_label
 from leukolearn.analysis.summary import summarize_store
+from leukolearn.files import write_text
 
 
 def make_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
@@ -24,8 +25,7 @@ def make_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> 
     written: list[Path] = []
     summary = summarize_store(store)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.csv").write_text(summary.to_csv())
-    written.append(out / "summary.csv")
+    written.append(write_text(out / "summary.csv", summary.to_csv()))
 
     largest = max(r.size for r in records)
     at_largest = sorted((r for r in records if r.size == largest), key=lambda r: r.fold)

@@ -13,6 +13,8 @@ from pathlib import Path
 import matplotlib as mpl
 from matplotlib.figure import Figure
 
+from leukolearn.files import atomic_write
+
 SINGLE_COLUMN_IN = 3.5
 DOUBLE_COLUMN_IN = 7.0
 PNG_DPI = 200
@@ -55,9 +57,8 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt, metadata in (("png", None), ("svg", {"Date": None})):
-        path = out_dir / f"{stem}.{fmt}"
         with mpl.rc_context(RC):
-            fig.savefig(path, format=fmt, dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.03,
-                        metadata=metadata, facecolor="white")
-        paths.append(path)
+            paths.append(atomic_write(out_dir / f"{stem}.{fmt}", lambda tmp: fig.savefig(
+                tmp, format=fmt, dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.03,
+                metadata=metadata, facecolor="white")))
     return paths
