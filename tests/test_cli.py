@@ -97,9 +97,10 @@ def test_train_then_predict_writes_outputs(image_folder, tmp_path, capsys):
     assert code == 0, err
     metrics = json.loads(stdout)
     assert 0 <= metrics["roc_auc"] <= 1 and metrics["epochs_run"] == 2
-    for name in ("model.safetensors", "history.json", "metrics.json", "split.json",
-                 "train_config.json"):
-        assert (out / name).is_file()
+    # exactly these: every file is written beside itself and renamed, no temporary one stays
+    assert sorted(p.name for p in out.iterdir()) == [
+        "history.json", "metrics.json", "model.safetensors", "split.json", "train_config.json"]
+    assert json.loads((out / "metrics.json").read_text()) == metrics  # --json prints the file
     pred_dir = tmp_path / "pred"
     code, _, err = run(["predict", str(out / "model.safetensors"), str(image_folder / "blast"),
                         "--out", str(pred_dir)], capsys)

@@ -103,6 +103,7 @@ def test_folder_of_folders_gives_one_row_per_sample(patients, tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, err = run(["predict", str(tmp_path / "m"), str(patients), "--out", str(out)], capsys)
     assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["cells.csv", "samples.csv", "summary.json"]
     cells = read_csv(out / "cells.csv")
     header = (out / "cells.csv").read_text().splitlines()[0].split(",")
     assert len(cells) == 8 and len(header) == len(set(header))
