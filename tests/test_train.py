@@ -123,3 +123,100 @@ def test_a_dead_network_is_restarted_from_a_new_initialisation(cells, split, mon
     calls.clear()
     result = train_model(cells, split.train[:10], split.val, no_restart, seed=0)
     assert result.degenerate and result.restarts == 0 and len(calls) == 1
+
+
+# The bookkeeping train_model and batched.train_many share (loop.EarlyStopping,
+# train_with_restarts, finish), checked on its own: no training, milliseconds.
+
+def test_early_stopping_resets_only_on_a_strictly_better_loss():
+    from leukolearn.training.loop import EarlyStopping
+
+    stopping, copied, answers = EarlyStopping(patience=3), [], []
+
+    def weights(epoch):
+        copied.append(epoch)
+        return {"e": epoch}
+
+    # 1.0 best; 1.0 again is not better (min_delta 0); 0.5 best; NaN is never better
+    for epoch, val in enumerate([1.0, 1.0, 0.5, float("nan"), 0.7, 0.6], start=1):
+        answers.append(stopping.update(0.1 * epoch, val, 0.0, lambda e=epoch: weights(e)))
+    assert answers == [False, False, False, False, False, True]  # 3 epochs without a best
+    assert copied == [1, 3]  # the weights are copied only when they are the best so far
+    assert stopping.best_epoch == 3 and stopping.best_loss == 0.5
+    assert stopping.best_state == {"e": 3}
+    assert [h["epoch"] for h in stopping.history] == [1, 2, 3, 4, 5, 6]
+    assert stopping.history[1] == {"epoch": 2, "train_loss": 0.2, "val_loss": 1.0,
+                                   "seconds": 0.0}
+
+
+def test_nan_from_the_first_epoch_leaves_no_best_epoch():
+    from leukolearn.training.loop import EarlyStopping
+
+    stopping = EarlyStopping(patience=2)
+    assert not stopping.update(float("nan"), float("nan"), 0.0, lambda: pytest.fail("copied"))
+    assert stopping.update(float("nan"), float("nan"), 0.0, lambda: pytest.fail("copied"))
+    assert stopping.best_state is None and stopping.best_epoch == 0
+
+
+def test_restarts_retrain_only_the_dead_jobs_from_derived_seeds():
+    from leukolearn.training.loop import TrainResult, restart_seed, train_with_restarts
+
+    def derived(seed, attempt):
+        return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+    assert restart_seed(5, 0) == 5  # restarts=0 reproduces the runs stored before restarts
+    assert restart_seed(5, 1) == derived(5, 1) != restart_seed(5, 2) == derived(5, 2)
+    # job 0 (seed 10) lives at once, job 1 (seed 11) on its second attempt, job 2 (seed 12)
+    # never: it is kept dead after the last attempt
+    lives = {10, derived(11, 1)}
+    calls = []
+
+    def train(jobs, seeds):
+        calls.append((list(jobs), list(seeds)))
+        return [TrainResult(model=None, best_epoch=seed, degenerate=seed not in lives)
+                for seed in seeds]
+
+    results = train_with_restarts([10, 11, 12], 2, train)
+    assert calls == [([0, 1, 2], [10, 11, 12]),
+                     ([1, 2], [derived(11, 1), derived(12, 1)]),
+                     ([2], [derived(12, 2)])]
+    assert [r.restarts for r in results] == [0, 1, 2]
+    assert [r.degenerate for r in results] == [False, False, True]
+    assert [r.best_epoch for r in results] == [10, derived(11, 1), derived(12, 2)]
+
+    calls.clear()
+    assert [r.restarts for r in train_with_restarts([10, 11], 0, train)] == [0, 0]
+    assert calls == [([0, 1], [10, 11])]  # restarts=0: one attempt, dead or not
+
+
+def test_finish_keeps_the_best_weights_else_the_given_last_ones(cells, split):
+    from leukolearn.training.loop import EarlyStopping, finish
+
+    def fresh(seed):
+        return build_model(ModelConfig(input_size=SIZE), seed=seed)
+
+    best, last = fresh(1).state_dict(), fresh(2).state_dict()
+    images = cells.images[split.val]
+    for state, give_last, want in ((best, last, best), (None, last, last), (None, None, None)):
+        stopping = EarlyStopping(patience=1)
+        stopping.update(0.5, 0.4 if state else float("nan"), 0.0, lambda: state)
+        model = fresh(3).train()
+        untouched = {k: v.clone() for k, v in model.state_dict().items()}
+        result = finish(model, stopping, images, 1.5, give_last)
+        kept = want if want is not None else untouched  # None: the model's own weights
+        for name, value in result.model.state_dict().items():
+            assert torch.equal(value, kept[name]), name
+        assert not result.model.training and result.seconds == 1.5
+        assert result.epochs_run == 1 and result.history is stopping.history
+        assert result.best_epoch == (1 if state else 0) and not result.degenerate
+
+
+def test_a_network_with_a_constant_output_is_degenerate(cells, split):
+    from leukolearn.training.loop import EarlyStopping, finish
+
+    model = build_model(ModelConfig(input_size=SIZE), seed=0)
+    with torch.no_grad():
+        model.hidden.weight.zero_()  # dead hidden layer: the output is the classifier's bias
+    stopping = EarlyStopping(patience=1)
+    stopping.update(0.7, 0.7, 0.0, lambda: None)
+    assert finish(model, stopping, cells.images[split.val], 0.0).degenerate
