@@ -129,3 +129,48 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert [s["sample"] for s in samples] == ["patient_A", "patient_B", "patient_C"]
     assert all(int(s["n_cells"]) == 40 for s in samples)
     assert "true 60%" in out
+
+
+def _defaults(command):
+    import typer
+
+    from leukolearn.cli import app
+
+    params = typer.main.get_command(app).commands[command].params
+    return {p.name: p.default for p in params}
+
+
+def test_cli_defaults_are_those_of_the_config_classes():
+    """One default per setting: what a command does without an option is what the Python
+    API does without the argument (and what --help shows)."""
+    import dataclasses
+    import inspect
+
+    from leukolearn.analysis.curves import plan_annotation
+    from leukolearn.demo import run_demo
+    from leukolearn.experiments.single import SplitSizes
+    from leukolearn.model.onnx import export_onnx
+    from leukolearn.predict.predictor import PredictOptions
+    from leukolearn.training.loop import TrainConfig
+
+    train = _defaults("train")
+    config = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for option in ("max_epochs", "patience", "init", "restarts", "threads", "device"):
+        assert train[option] == config[option], option
+    assert train["no_augment"] is not config["augment"]
+    split = SplitSizes()
+    assert (train["train_size"], train["val_size"], train["test_size"]) == (
+        split.train, split.val, split.test)
+    predict, options = _defaults("predict"), PredictOptions()
+    assert predict["diagnostic_threshold"] == options.diagnostic_threshold
+    assert predict["confidence"] == options.confidence
+    assert predict["skip_bad"] is options.skip_bad and predict["raw_count"] is options.raw_count
+
+    def keyword_defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+    plan, fit = _defaults("plan"), keyword_defaults(plan_annotation)
+    assert all(plan[k] == fit[k] for k in ("n_boot", "seed", "confidence"))
+    demo, demo_fn = _defaults("demo"), keyword_defaults(run_demo)
+    assert all(demo[k] == demo_fn[k] for k in ("per_class", "seed", "max_epochs", "patience"))
+    assert _defaults("export")["opset"] == keyword_defaults(export_onnx)["opset"]

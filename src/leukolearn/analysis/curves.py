@@ -34,6 +34,8 @@ from leukolearn.files import json_safe
 # region where the curve is defined on n >= 1 and not a step function.
 LOWER = (1e-6, 1e-9, 1e-3)
 UPPER = (1.0, 1e3, 5.0)
+N_BOOT = 1000  # bootstrap resamples of the folds (`plan --n-boot`)
+CONFIDENCE = 0.95  # of the interval on n* (`plan --confidence`)
 
 
 def inverse_power_law(n: np.ndarray | float, a: float, b: float, c: float) -> np.ndarray:
@@ -239,8 +241,8 @@ def _fmt_n(v: float) -> str:
 
 def plan_annotation(sizes: np.ndarray, values: np.ndarray, target: float, *,
                     metric_name: str = "auc", fit_max: int | None = None,
-                    validate_at: int | None = None, n_boot: int = 1000, seed: int = 0,
-                    confidence: float = 0.95) -> LearningCurvePlan:
+                    validate_at: int | None = None, n_boot: int = N_BOOT, seed: int = 0,
+                    confidence: float = CONFIDENCE) -> LearningCurvePlan:
     """Fit the learning curve of `values` (n_sizes, n_folds) and answer how many training
     images reach `target`. See the module docstring for the method."""
     sizes = np.asarray(sizes)

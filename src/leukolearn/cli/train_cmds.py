@@ -12,9 +12,14 @@ from leukolearn.cli import app
 from leukolearn.files import to_json
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, MulticlassOpt,
                                     NoDedupeOpt, PositiveOpt, RootArg, SizeOpt, load_cells)
+from leukolearn.experiments.single import SplitSizes
 
 TRAINING = "Training"
 SPLIT = "Split"
+
+# The training options' defaults are TrainConfig's (training/loop.py), written out here
+# because that module imports torch, which every command would then wait for at start
+# (1.5 s); tests/test_cli.py fails when they differ. The split sizes are SplitSizes' own.
 
 
 @app.command()
@@ -22,9 +27,9 @@ def train(
     dataset: str = DatasetArg,
     root: Path = RootArg,
     out: Path = typer.Option(..., "--out", help="Folder for model, history and test metrics."),
-    train_size: int = typer.Option(200, "--train-size", help="Training images.", rich_help_panel=SPLIT),
-    val_size: int = typer.Option(25, "--val-size", help="Validation images (early stopping).", rich_help_panel=SPLIT),
-    test_size: int = typer.Option(25, "--test-size", help="Test images.", rich_help_panel=SPLIT),
+    train_size: int = typer.Option(SplitSizes.train, "--train-size", help="Training images.", rich_help_panel=SPLIT),
+    val_size: int = typer.Option(SplitSizes.val, "--val-size", help="Validation images (early stopping).", rich_help_panel=SPLIT),
+    test_size: int = typer.Option(SplitSizes.test, "--test-size", help="Test images.", rich_help_panel=SPLIT),
     fold: int = typer.Option(0, "--fold", help="Which fold of the N / test-size folds is the test set.", rich_help_panel=SPLIT),
     seed: int = typer.Option(0, "--seed", help="Seeds the split, the initialisation and the augmentation.", rich_help_panel=TRAINING),
     max_epochs: int = typer.Option(500, "--max-epochs", rich_help_panel=TRAINING),
@@ -47,7 +52,7 @@ def train(
     Writes model.safetensors, history.json, metrics.json, split.json and
     train_config.json into --out.
     """
-    from leukolearn.experiments.single import SplitSizes, default_train_config, train_and_evaluate
+    from leukolearn.experiments.single import default_train_config, train_and_evaluate
 
     cells = load_cells(dataset, root, size=size, positive=positive, multiclass=multiclass,
                        label_table=label_table, masks=masks, keep_duplicates=keep_duplicates,
@@ -61,7 +66,7 @@ def train(
 
 
 @app.command()
-def demo(
+def demo(  # the defaults are run_demo's (leukolearn.demo imports torch); a test checks them
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for images, model and metrics."),
     per_class: int = typer.Option(80, "--per-class", help="Synthetic images per class."),
     seed: int = typer.Option(0, "--seed"),

@@ -7,10 +7,13 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from leukolearn.analysis import curves
 from leukolearn.cli import app
 from leukolearn.files import to_json
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, NoDedupeOpt, PositiveOpt,
                                     RootArg, SizeOpt, load_cells, split_csv)
+# PredictOptions' defaults (predictor.py imports torch: not at the CLI's start)
+from leukolearn.predict.counts import CONFIDENCE, DIAGNOSTIC_THRESHOLD
 
 THRESHOLD = "Threshold"
 SAMPLES = "Samples"
@@ -32,11 +35,11 @@ def predict(
         "pooled test-fold predictions; model: stored by `calibrate`).", rich_help_panel=THRESHOLD),
     positive: Optional[str] = typer.Option(None, "--positive", help="Classes counted as blasts "
                                            "(default: 'blast').", rich_help_panel=THRESHOLD),
-    diagnostic_threshold: float = typer.Option(0.20, "--diagnostic-threshold", help="Blast "
+    diagnostic_threshold: float = typer.Option(DIAGNOSTIC_THRESHOLD, "--diagnostic-threshold", help="Blast "
                                                "fraction a sample is flagged at.", rich_help_panel=SAMPLES),
     sample_col: Optional[str] = typer.Option(None, "--sample-col", help="Manifest CSV: column "
                                              "naming each image's sample.", rich_help_panel=SAMPLES),
-    confidence: float = typer.Option(0.95, "--confidence", help="Of the Wilson interval.",
+    confidence: float = typer.Option(CONFIDENCE, "--confidence", help="Of the Wilson interval.",
                                      rich_help_panel=SAMPLES),
     raw_count: bool = typer.Option(False, "--raw-count", help="Do not correct the blast fraction "
                                    "for the classifier's error rates (the adjusted count); the "
@@ -181,9 +184,9 @@ def plan(
     fit_max: Optional[int] = typer.Option(None, "--fit-max", help="Fit on training sizes up to this."),
     validate_at: Optional[int] = typer.Option(None, "--validate-at", help="Compare the prediction "
                                               "with the measured mean at this size."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples of the folds."),
+    n_boot: int = typer.Option(curves.N_BOOT, "--n-boot", help="Bootstrap resamples of the folds."),
     seed: int = typer.Option(0, "--seed", help="Seeds the bootstrap."),
-    confidence: float = typer.Option(0.95, "--confidence"),
+    confidence: float = typer.Option(curves.CONFIDENCE, "--confidence"),
     figure_dir: Optional[Path] = typer.Option(None, "--figure-dir", help="Where learning_curve_plan"
                                               ".png/.svg go (default: RUN/figures)."),
     without_dead: bool = typer.Option(False, "--without-dead", help="Leave out dead networks "
@@ -216,6 +219,7 @@ def plan(
 def export(
     model: Path = typer.Argument(..., help="A model.safetensors (or the folder `train` wrote)."),
     onnx: Path = typer.Option(..., "--onnx", help="The .onnx file to write."),
+    # model.onnx.DEFAULT_OPSET, written out: that module imports torch (a test checks it)
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
 ):
     """Write a model with its softmax as ONNX, class names in its metadata.

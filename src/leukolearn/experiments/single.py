@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,9 +18,12 @@ from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.files import write_json
 from leukolearn.analysis.metrics import confusion, roc_auc, weighted_f1
-from leukolearn.model.weights import save_model
 from leukolearn.experiments.protocol import Job, ProtocolOptions, make_plan
-from leukolearn.training.loop import TrainConfig, TrainResult, predict_proba, train_model
+
+# Training and model files (torch) are imported where used: the CLI reads SplitSizes'
+# defaults for its help when it starts, and should not wait a second and a half for torch.
+if TYPE_CHECKING:  # pragma: no cover
+    from leukolearn.training.loop import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ def evaluate(cells: CellImages, test_idx: np.ndarray, probs: np.ndarray) -> dict
 
 def default_train_config(cells: CellImages, **overrides) -> TrainConfig:
     """The paper's settings for the task: binary -> RMSprop, more classes -> Adam + oversampling."""
+    from leukolearn.training.loop import TrainConfig
+
     if cells.n_classes == 2:
         return TrainConfig.binary(**overrides)
     return TrainConfig.multiclass(**overrides)
@@ -85,9 +91,12 @@ def train_and_evaluate(
 ) -> dict:
     """Split (see `single_split`), train, test, and write model.safetensors, history.json, metrics.json,
     split.json and train_config.json into out_dir. Returns the metrics."""
+    from leukolearn.model.weights import save_model
+    from leukolearn.training.loop import predict_proba, train_model
+
     job = single_split(cells, sizes, seed=seed, fold=fold)
     split = {"train": job.train_idx, "val": job.val_idx, "test": job.test_idx}
-    result: TrainResult = train_model(cells, job.train_idx, job.val_idx, config, seed=job.seed,
+    result = train_model(cells, job.train_idx, job.val_idx, config, seed=job.seed,
                                       progress=progress)
     probs = predict_proba(result.model, cells.images[list(job.test_idx)])
     metrics = evaluate(cells, np.asarray(job.test_idx), probs)

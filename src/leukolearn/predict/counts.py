@@ -35,6 +35,7 @@ from leukolearn.files import json_safe
 
 DIAGNOSTIC_THRESHOLD = 0.20  # WHO: >= 20 % blasts in blood or marrow for acute leukaemia
 MIN_SEPARATION = 0.1  # TPR - FPR below this: no adjusted count
+CONFIDENCE = 0.95  # of the intervals, unless asked otherwise (`predict --confidence`)
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,10 @@ class ErrorRates:
     def usable(self) -> bool:
         return self.separation >= MIN_SEPARATION
 
-    def tpr_interval(self, confidence: float = 0.95) -> tuple[float, float]:
+    def tpr_interval(self, confidence: float = CONFIDENCE) -> tuple[float, float]:
         return wilson_interval(round(self.tpr * self.n_positive), self.n_positive, confidence)
 
-    def fpr_interval(self, confidence: float = 0.95) -> tuple[float, float]:
+    def fpr_interval(self, confidence: float = CONFIDENCE) -> tuple[float, float]:
         return wilson_interval(round(self.fpr * self.n_negative), self.n_negative, confidence)
 
     def to_dict(self) -> dict:
@@ -74,7 +75,7 @@ def adjusted_count(q: float, tpr: float, fpr: float) -> float:
     return float(min(max((q - fpr) / (tpr - fpr), 0.0), 1.0))
 
 
-def adjusted_interval(k: int, n: int, rates: ErrorRates, confidence: float = 0.95
+def adjusted_interval(k: int, n: int, rates: ErrorRates, confidence: float = CONFIDENCE
                       ) -> tuple[float, float]:
     """An interval for the adjusted count that holds the three Wilson intervals (the sample's
     fraction q = k/n, TPR over n_positive, FPR over n_negative) at once.
@@ -135,7 +136,7 @@ def _call(low: float, high: float, diagnostic_threshold: float) -> str:
 
 
 def summarize_sample(sample: str, is_blast: np.ndarray, diagnostic_threshold: float,
-                     confidence: float = 0.95, rates: ErrorRates | None = None) -> SampleResult:
+                     confidence: float = CONFIDENCE, rates: ErrorRates | None = None) -> SampleResult:
     """Raw count and interval; with `rates` (and TPR - FPR >= MIN_SEPARATION) also the
     adjusted count and interval, which the call is then made on."""
     n, k = int(len(is_blast)), int(np.sum(is_blast))

@@ -39,7 +39,7 @@ from leukolearn.model.cnn import PaperCNN
 from leukolearn.model.weights import load_model
 from leukolearn.progress import progress_bar
 # Re-exported: these lived here before and callers import them from leukolearn.predict.predictor.
-from leukolearn.predict.counts import (DIAGNOSTIC_THRESHOLD, MIN_SEPARATION, ErrorRates, SampleResult, summarize_sample)
+from leukolearn.predict.counts import (CONFIDENCE, DIAGNOSTIC_THRESHOLD, MIN_SEPARATION, ErrorRates, SampleResult, summarize_sample)
 from leukolearn.predict.threshold import (ThresholdSetting, error_rates, is_run_dir, resolve_threshold, run_validation_predictions, stored_calibration)
 from leukolearn.training.loop import predict_proba
 
@@ -213,7 +213,7 @@ class PredictOptions:
     target_sensitivity: float | None = None
     positive: Sequence[str] | None = None  # class names counted as blasts
     diagnostic_threshold: float = DIAGNOSTIC_THRESHOLD
-    confidence: float = 0.95
+    confidence: float = CONFIDENCE
     sample_col: str | None = None  # manifest CSV: the column naming the sample
     batch_size: int = 64
     skip_bad: bool = False  # False: the first unreadable image stops with its name
