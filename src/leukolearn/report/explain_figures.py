@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from leukolearn.analysis.metrics import METRIC_LABELS
 from leukolearn.report.style import COLORS, DOUBLE_COLUMN_IN, RC, SINGLE_COLUMN_IN, new_figure
 
 # One colour per class / region / variant, Okabe-Ito.
@@ -204,7 +205,7 @@ def focus_figure(sizes: Sequence[int], shares: Mapping[str, Sequence[float]],
 
 
 def shortcut_figure(variants: Mapping[str, tuple[Sequence[int], Sequence[float]]], *,
-                    metric_name: str = "ROC-AUC", chance_level: float | None = 0.5,
+                    metric_name: str = METRIC_LABELS["auc"], chance_level: float | None = 0.5,
                     title: str | None = None) -> Figure:
     """The metric vs training size for the original images, the cell alone and the
     background alone (median + IQR band over folds)."""

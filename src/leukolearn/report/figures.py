@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
+from leukolearn.analysis.metrics import METRIC_LABELS
 from leukolearn.report.paper_values import PAPER_CITATION
 from leukolearn.report.style import COLORS, DOUBLE_COLUMN_IN, RC, SINGLE_COLUMN_IN, new_figure
 
@@ -173,7 +174,7 @@ def auc_vs_size(
     sizes: Sequence[int],
     values: Sequence[np.ndarray],
     *,
-    metric_name: str = "ROC-AUC",
+    metric_name: str = METRIC_LABELS["auc"],
     paper: Mapping[int, tuple[float, float]] | None = None,
     degenerate: Sequence[int] | None = None,
     chance_level: float | None = None,
