@@ -14,6 +14,7 @@ from PIL import Image
 
 from leukolearn.data.dataset import load_dataset
 from leukolearn.data.synthetic import make_binary, write_image_folder
+from leukolearn.files import atomic_write
 from leukolearn.experiments.single import SplitSizes, default_train_config, train_and_evaluate
 from leukolearn.predict.predictor import PredictOptions, SampleResult, predict_samples
 
@@ -56,5 +57,7 @@ def _write_patients(root: Path, seed: int) -> Path:
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in chosen:
-            Image.fromarray(pool.images[i]).save(folder / f"{pool.image_ids[i]}.png")
+            image = Image.fromarray(pool.images[i])
+            atomic_write(folder / f"{pool.image_ids[i]}.png",
+                         lambda tmp, image=image: image.save(tmp, format="PNG"))
     return root
