@@ -46,7 +46,8 @@ from leukolearn.experiments.presets import SweepConfig
 from leukolearn.experiments.protocol import ALL_SIZES, ProtocolOptions
 from leukolearn.runstore.store import RunStore
 from leukolearn.experiments.sweep import sweep_dataset
-from leukolearn.training.loop import TrainConfig, predict_proba, train_model
+from leukolearn.training.config import TrainConfig
+from leukolearn.training.loop import predict_proba, train_model
 
 SIZE = 257
 BATCH = 5

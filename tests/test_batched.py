@@ -18,7 +18,8 @@ import leukolearn.training.loop as loop_module
 from leukolearn.data.synthetic import make_binary, make_cells
 from leukolearn.model import kernels
 from leukolearn.training.batched import train_many
-from leukolearn.training.loop import TrainConfig, train_model
+from leukolearn.training.config import TrainConfig
+from leukolearn.training.loop import train_model
 
 SIZE = 190
 

@@ -151,7 +151,7 @@ def test_cli_defaults_are_those_of_the_config_classes():
     from leukolearn.experiments.single import SplitSizes
     from leukolearn.model.onnx import export_onnx
     from leukolearn.predict.predictor import PredictOptions
-    from leukolearn.training.loop import TrainConfig
+    from leukolearn.training.config import TrainConfig
 
     train = _defaults("train")
     config = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

@@ -26,7 +26,8 @@ from leukolearn.experiments.presets import SweepConfig
 from leukolearn.experiments.protocol import ProtocolOptions
 from leukolearn.runstore.store import RunStore
 from leukolearn.experiments.sweep import JobOutcome, sweep_dataset
-from leukolearn.training.loop import TrainConfig, predict_proba
+from leukolearn.training.config import TrainConfig
+from leukolearn.training.loop import predict_proba
 
 SIZE = 190  # the smallest input the paper's six blocks take
 LOAD = {"size": SIZE, "positive": "blast", "multiclass": False, "label_table": None,

@@ -19,7 +19,7 @@ from leukolearn.experiments.presets import SweepConfig
 from leukolearn.experiments.protocol import ProtocolOptions
 from leukolearn.runstore.store import RunStore
 from leukolearn.experiments.sweep import JobOutcome, sweep_dataset
-from leukolearn.training.loop import TrainConfig
+from leukolearn.training.config import TrainConfig
 
 
 class CountingRunner:

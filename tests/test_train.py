@@ -9,7 +9,8 @@ from leukolearn.data.synthetic import make_binary
 from leukolearn.experiments.single import SplitSizes, single_split
 from leukolearn.analysis.metrics import roc_auc
 from leukolearn.model.cnn import ModelConfig, build_model
-from leukolearn.training.loop import TrainConfig, predict_proba, train_model
+from leukolearn.training.config import TrainConfig
+from leukolearn.training.loop import predict_proba, train_model
 
 SIZE = 190  # the smallest input the paper's six conv/pool blocks accept: fast tests
 

@@ -13,13 +13,12 @@ from leukolearn.files import to_json
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, MulticlassOpt,
                                     NoDedupeOpt, PositiveOpt, RootArg, SizeOpt, load_cells)
 from leukolearn.experiments.single import SplitSizes
+from leukolearn.training.config import TrainConfig
 
 TRAINING = "Training"
 SPLIT = "Split"
 
-# The training options' defaults are TrainConfig's (training/loop.py), written out here
-# because that module imports torch, which every command would then wait for at start
-# (1.5 s); tests/test_cli.py fails when they differ. The split sizes are SplitSizes' own.
+# Every default is the config class's own (TrainConfig, SplitSizes): one default, one place.
 
 
 @app.command()
@@ -32,13 +31,13 @@ def train(
     test_size: int = typer.Option(SplitSizes.test, "--test-size", help="Test images.", rich_help_panel=SPLIT),
     fold: int = typer.Option(0, "--fold", help="Which fold of the N / test-size folds is the test set.", rich_help_panel=SPLIT),
     seed: int = typer.Option(0, "--seed", help="Seeds the split, the initialisation and the augmentation.", rich_help_panel=TRAINING),
-    max_epochs: int = typer.Option(500, "--max-epochs", rich_help_panel=TRAINING),
-    patience: int = typer.Option(50, "--patience", help="Early stopping: epochs without a better validation loss.", rich_help_panel=TRAINING),
-    init: str = typer.Option("keras", "--init", help="'keras' (Glorot, zero bias: the paper) or 'torch'.", rich_help_panel=TRAINING),
-    restarts: int = typer.Option(0, "--restarts", help="Re-initialise a network that died (constant predictions) up to N times; 0 keeps it, as the paper did.", rich_help_panel=TRAINING),
+    max_epochs: int = typer.Option(TrainConfig.max_epochs, "--max-epochs", rich_help_panel=TRAINING),
+    patience: int = typer.Option(TrainConfig.patience, "--patience", help="Early stopping: epochs without a better validation loss.", rich_help_panel=TRAINING),
+    init: str = typer.Option(TrainConfig.init, "--init", help="'keras' (Glorot, zero bias: the paper) or 'torch'.", rich_help_panel=TRAINING),
+    restarts: int = typer.Option(TrainConfig.restarts, "--restarts", help="Re-initialise a network that died (constant predictions) up to N times; 0 keeps it, as the paper did.", rich_help_panel=TRAINING),
     no_augment: bool = typer.Option(False, "--no-augment", help="Switch off flips and rotations.", rich_help_panel=TRAINING),
-    threads: int = typer.Option(0, "--threads", help="CPU threads (0: torch's default).", rich_help_panel=TRAINING),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto.", rich_help_panel=TRAINING),
+    threads: int = typer.Option(TrainConfig.threads, "--threads", help="CPU threads (0: torch's default).", rich_help_panel=TRAINING),
+    device: str = typer.Option(TrainConfig.device, "--device", help="cpu, cuda or auto.", rich_help_panel=TRAINING),
     size: Optional[int] = SizeOpt,
     positive: Optional[str] = PositiveOpt,
     multiclass: bool = MulticlassOpt,

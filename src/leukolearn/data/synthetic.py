@@ -28,13 +28,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from leukolearn.data.cellimages import CellImages
-from leukolearn.data.synthetic_cell import (BACKGROUNDS, LOOKS, REFERENCE_SIZE, BackgroundLook,
-                                            CellLook, render_cell, texture_bank)
+from leukolearn.data.synthetic_cell import (BACKGROUNDS, LOOKS, REFERENCE_SIZE, render_cell, texture_bank)
 from leukolearn.errors import LeukolearnError
-
-# The looks stay importable from here, where code and tests have always taken them.
-__all__ = ["BACKGROUNDS", "BINARY_CLASSES", "CELL_TYPES", "LOOKS", "REFERENCE_SIZE", "SIGNALS",
-           "BackgroundLook", "CellLook", "make_binary", "make_cells", "write_image_folder"]
 
 CELL_TYPES = ("blast", "lymphocyte", "neutrophil", "monocyte", "eosinophil", "basophil")
 SIGNALS = ("cell", "background", "both")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from leukolearn.errors import LeukolearnError
 from leukolearn.experiments.protocol import PROTOCOLS, ProtocolOptions, default_options
 from leukolearn.experiments.sweep import METRICS
-from leukolearn.training.loop import TrainConfig
+from leukolearn.training.config import TrainConfig
 
 
 @dataclass(frozen=True)

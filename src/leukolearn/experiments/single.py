@@ -23,7 +23,7 @@ from leukolearn.experiments.protocol import Job, ProtocolOptions, make_plan
 # Training and model files (torch) are imported where used: the CLI reads SplitSizes'
 # defaults for its help when it starts, and should not wait a second and a half for torch.
 if TYPE_CHECKING:  # pragma: no cover
-    from leukolearn.training.loop import TrainConfig
+    from leukolearn.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def evaluate(cells: CellImages, test_idx: np.ndarray, probs: np.ndarray) -> dict
 
 def default_train_config(cells: CellImages, **overrides) -> TrainConfig:
     """The paper's settings for the task: binary -> RMSprop, more classes -> Adam + oversampling."""
-    from leukolearn.training.loop import TrainConfig
+    from leukolearn.training.config import TrainConfig
 
     if cells.n_classes == 2:
         return TrainConfig.binary(**overrides)

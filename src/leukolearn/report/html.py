@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from leukolearn.analysis.metrics import metric_label
 from leukolearn.analysis.summary import summarize_store
 from leukolearn.errors import LeukolearnError
 from leukolearn.files import write_bytes
@@ -44,7 +45,6 @@ DEFAULT_TARGET = 0.95  # learning-curve target: "how many images for AUC 0.95"
 N_BOOT = 1000  # as `leukolearn plan`, so the two give the same interval
 CSS_PX_PER_PNG_PX = 0.72  # 200-dpi PNGs shown at 1.5x print size: 144 CSS px per inch
 
-METRIC_NAMES = {"auc": "ROC-AUC", "weighted_f1": "weighted F1"}
 
 
 def write_report(run: str | Path, out: str | Path | None = None, *,
@@ -79,7 +79,7 @@ def render_report(run: str | Path, *, target: float = DEFAULT_TARGET, n_boot: in
         n_classes = len(info.class_names)
         task = "binary" if n_classes == 2 else "multiclass"
         paper = paper_result(info.name, task)
-        metric = METRIC_NAMES.get(summary.metric_name, summary.metric_name)
+        metric = metric_label(summary.metric_name, capital=False)
         largest = max(r.size for r in done)
         example = next(r for r in done if r.size == largest)
         split_sizes = [len(a) for a in store.split(example.job_id)]  # train, val, test

@@ -46,8 +46,8 @@ from leukolearn.training.augment import oversample_indices, random_affine
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import ModelConfig, build_model
-from leukolearn.training.loop import (EarlyStopping, TrainConfig, TrainResult, finish,
-                                      resolve_device, to_tensor, train_with_restarts)
+from leukolearn.training.config import TrainConfig
+from leukolearn.training.loop import (EarlyStopping, TrainResult, finish, resolve_device, to_tensor, train_with_restarts)
 
 BatchJob = tuple[Sequence[int], Sequence[int], int]  # (train_idx, val_idx, seed)
 _VAL_CHUNK = 128

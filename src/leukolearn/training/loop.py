@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -28,51 +28,8 @@ from leukolearn.training.augment import augment_batch, oversample_indices, rando
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import ModelConfig, PaperCNN, build_model
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    optimizer: str = "rmsprop"  # "rmsprop" | "adam"
-    lr: float = 1e-3
-    batch_size: int = 5
-    max_epochs: int = 500
-    patience: int = 50
-    augment: bool = True
-    init: str = "keras"  # "keras" (Glorot, zero bias; the paper) | "torch"
-    oversample_to: int | None = None  # multiclass: top every class up to this many images
-    threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
-    device: str = "cpu"  # "cpu" | "cuda" | "auto"
-    # A tiny ReLU network can die early (constant output; ~1 in 5 paper trainings here).
-    # The paper's protocol keeps such a run; restarts > 0 re-initialises it instead.
-    restarts: int = 0
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("rmsprop", "adam"):
-            raise LeukolearnError(f"unknown optimizer {self.optimizer!r}; use rmsprop or adam")
-        for name in ("batch_size", "max_epochs", "patience"):
-            if getattr(self, name) < 1:
-                raise LeukolearnError(f"{name.replace('_', '-')} must be at least 1")
-        if not self.lr > 0:
-            raise LeukolearnError("learning rate must be positive")
-        if self.restarts < 0:
-            raise LeukolearnError(f"restarts must be 0 or more, got {self.restarts}")
-        if self.threads < 0:
-            raise LeukolearnError(f"threads must be 0 (torch's default) or more, got {self.threads}")
-
-    @classmethod
-    def binary(cls, **overrides) -> "TrainConfig":
-        return cls(**{"optimizer": "rmsprop", "lr": 1e-3, **overrides})
-
-    @classmethod
-    def multiclass(cls, **overrides) -> "TrainConfig":
-        return cls(**{"optimizer": "adam", "lr": 1e-4, "oversample_to": 150, **overrides})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        return cls(**data)
+from leukolearn.progress import progress_bar
+from leukolearn.training.config import TrainConfig
 
 
 @dataclass
@@ -156,7 +113,10 @@ def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
 
     stopping = EarlyStopping(config.patience)
     start = time.perf_counter()
-    with _EpochProgress(config.max_epochs, enabled=progress) as bar:
+    # The bar runs to max_epochs, so its time left is an upper bound: early stopping ends sooner.
+    with progress_bar(enabled=progress, transient=False,
+                      extra=("{task.fields[losses]}",)) as bar:
+        task = bar.add_task("epoch (ETA at most)", total=config.max_epochs, losses="")
         for _ in range(config.max_epochs):
             t0 = time.perf_counter()
             train_loss = _train_one_epoch(model, optimizer, x_train, y_train, config, generator,
@@ -164,7 +124,10 @@ def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
             val_loss = _loss(model, x_val, y_val, fused)
             stop = stopping.update(train_loss, val_loss, time.perf_counter() - t0,
                                    lambda: copy.deepcopy(model.state_dict()))
-            bar.update(stopping.history[-1], stopping.best_epoch)
+            record = stopping.history[-1]
+            bar.update(task, completed=record["epoch"],
+                       losses=f"train {record['train_loss']:.3f}  val {record['val_loss']:.3f}  "
+                              f"best@{stopping.best_epoch}")
             if on_epoch is not None:
                 on_epoch(stopping.history[-1])
             if stop:
@@ -322,37 +285,6 @@ def _loss(model, x, y, fused: bool = False, batch_size: int = 128) -> float:
             logits = model.forward_fused(xb) if fused else model(xb)
             total += F.cross_entropy(logits, y[start:start + batch_size], reduction="sum").item()
     return total / len(x)
-
-
-class _EpochProgress:
-    """A rich progress bar over epochs showing the losses; a no-op when disabled."""
-
-    def __init__(self, max_epochs: int, enabled: bool):
-        self.max_epochs, self.enabled, self.progress = max_epochs, enabled, None
-
-    def __enter__(self) -> "_EpochProgress":
-        if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            self.progress = Progress(
-                TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
-                TextColumn("{task.fields[losses]}"), TimeElapsedColumn(),
-                TextColumn("ETA (at most)"), TimeRemainingColumn(),
-            )
-            self.progress.__enter__()
-            self.task = self.progress.add_task("train", total=self.max_epochs, losses="")
-        return self
-
-    def update(self, record: dict, best_epoch: int) -> None:
-        if self.progress is not None:
-            losses = (f"train {record['train_loss']:.3f}  val {record['val_loss']:.3f}  "
-                      f"best@{best_epoch}")
-            self.progress.update(self.task, completed=record["epoch"], losses=losses)
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
 
 
 def is_constant(probabilities: np.ndarray, tol: float = 1e-6) -> bool:

@@ -1,0 +1,55 @@
+"""The settings of one training, as a run stores them (config.json, model files).
+
+Kept apart from the training loop so that reading a default (the CLI's --help, a stored
+config) does not load torch.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from leukolearn.errors import LeukolearnError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "rmsprop"  # "rmsprop" | "adam"
+    lr: float = 1e-3
+    batch_size: int = 5
+    max_epochs: int = 500
+    patience: int = 50
+    augment: bool = True
+    init: str = "keras"  # "keras" (Glorot, zero bias; the paper) | "torch"
+    oversample_to: int | None = None  # multiclass: top every class up to this many images
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
+    device: str = "cpu"  # "cpu" | "cuda" | "auto"
+    # A tiny ReLU network can die early (constant output; ~1 in 5 paper trainings here).
+    # The paper's protocol keeps such a run; restarts > 0 re-initialises it instead.
+    restarts: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("rmsprop", "adam"):
+            raise LeukolearnError(f"unknown optimizer {self.optimizer!r}; use rmsprop or adam")
+        for name in ("batch_size", "max_epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise LeukolearnError(f"{name.replace('_', '-')} must be at least 1")
+        if not self.lr > 0:
+            raise LeukolearnError("learning rate must be positive")
+        if self.restarts < 0:
+            raise LeukolearnError(f"restarts must be 0 or more, got {self.restarts}")
+        if self.threads < 0:
+            raise LeukolearnError(f"threads must be 0 (torch's default) or more, got {self.threads}")
+
+    @classmethod
+    def binary(cls, **overrides) -> "TrainConfig":
+        return cls(**{"optimizer": "rmsprop", "lr": 1e-3, **overrides})
+
+    @classmethod
+    def multiclass(cls, **overrides) -> "TrainConfig":
+        return cls(**{"optimizer": "adam", "lr": 1e-4, "oversample_to": 150, **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        return cls(**data)
