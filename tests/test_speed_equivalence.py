@@ -25,7 +25,8 @@ from leukolearn.model import kernels
 from leukolearn.training.augment import augment_batch, random_affine
 from leukolearn.data.synthetic import make_binary
 from leukolearn.model.cnn import ModelConfig, build_model
-from leukolearn.training.loop import (TrainConfig, _batch, _train_one_epoch, predict_proba, resolve_device, to_tensor, train_model)
+from leukolearn.training.config import TrainConfig
+from leukolearn.training.loop import (_batch, _train_one_epoch, predict_proba, resolve_device, to_tensor, train_model)
 
 
 kernels.enabled()  # built at collection, into the user's cache, not once per test's cache
