@@ -53,6 +53,12 @@ def env(tmp_path_factory):
             "LEUKOLEARN_CACHE": str(tmp_path_factory.mktemp("cache"))}
 
 
+def with_jobs(args, jobs):
+    """`args` with --jobs set to `jobs`."""
+    at = args.index("--jobs")
+    return [*args[:at + 1], str(jobs), *args[at + 2:]]
+
+
 def start(env, data, out, args) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "leukolearn", "sweep", "folder", str(data), "--out", str(out),
@@ -186,19 +192,25 @@ def test_sigkill_at_random_moments_loses_nothing(data, env, tmp_path):
           f"last run (first job after {startup:.1f} s, then {per_job:.2f} s per job)")
 
 
-def test_ctrl_c_keeps_finished_jobs_and_says_how_to_resume(data, env, tmp_path):
+@pytest.mark.parametrize("jobs, start_method", [(1, None), (2, "fork"), (2, "spawn")])
+def test_ctrl_c_keeps_finished_jobs_and_says_how_to_resume(data, env, tmp_path, jobs,
+                                                           start_method):
+    # With workers, the KILL sweep's 36 jobs: Ctrl-C comes long before the last one ends.
+    args = SMALL if jobs == 1 else with_jobs(KILL, jobs)
+    if start_method is not None:
+        env = {**env, "LEUKOLEARN_START_METHOD": start_method}
     run = tmp_path / "run"
-    proc = start(env, data, run, SMALL)
+    proc = start(env, data, run, args)
     wait_for(lambda: done_rows(run) >= 1, proc)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    proc.send_signal(signal.SIGINT)  # the parent only: a terminal would signal the workers
+    _, err = proc.communicate(timeout=300)  # too, and they ignore it
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    command = shlex.join(["sweep", "folder", str(data), "--out", str(run), *SMALL])
+    command = shlex.join(["sweep", "folder", str(data), "--out", str(run), *args])
     assert err.strip().splitlines()[-1] == ("interrupted; finished jobs are saved. Resume "
                                             f"with the same command: leukolearn {command}")
     kept = assert_consistent(run)
-    assert 1 <= len(kept) < SMALL_JOBS  # (resuming is what the other tests here do)
+    assert 1 <= len(kept) < (SMALL_JOBS if jobs == 1 else KILL_JOBS)
 
 
 def test_second_sweep_on_a_run_is_refused_while_the_first_writes(data, env, tmp_path):

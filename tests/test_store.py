@@ -174,19 +174,35 @@ CREATE TABLE jobs (
 """
 
 
-def make_v1_run(path, cells, plan):
-    """A run directory whose run.sqlite has the schema-1 jobs table, with two jobs in it."""
+# ... and as schema 2 created it: restarts, but not how the job ran (kernels, threads, device).
+_JOBS_V2 = """
+CREATE TABLE jobs (
+    job_id TEXT PRIMARY KEY, fold INTEGER NOT NULL, size INTEGER NOT NULL,
+    replicate INTEGER NOT NULL, seed INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('done', 'failed')), metric_name TEXT, metric REAL,
+    best_epoch INTEGER, epochs_run INTEGER, seconds REAL, degenerate INTEGER, error TEXT,
+    train_idx BLOB, val_idx BLOB, test_idx BLOB, test_labels BLOB, test_probs BLOB,
+    history TEXT, weights TEXT, finished_at TEXT NOT NULL,
+    restarts INTEGER
+);
+"""
+
+
+def make_old_run(path, cells, plan, version=1, restarts=None):
+    """A run directory whose run.sqlite has the jobs table of schema `version` (1 or 2), with
+    two jobs in it (restarts: what schema 2 recorded for them)."""
     with RunStore.create_or_resume(path, config=CONFIG, dataset=info(cells), cells=cells) as store:
         for job in plan[:2]:
-            store.record_done(job, outcome(job), cells.labels[list(job.test_idx)])
+            store.record_done(job, dataclasses.replace(outcome(job), restarts=restarts or 0),
+                              cells.labels[list(job.test_idx)])
     conn = sqlite3.connect(path / "run.sqlite")
     with conn:
         conn.execute("ALTER TABLE jobs RENAME TO new_jobs")
-        conn.executescript(_JOBS_V1)
+        conn.executescript({1: _JOBS_V1, 2: _JOBS_V2}[version])
         cols = ", ".join(row[1] for row in conn.execute("PRAGMA table_info(jobs)"))
         conn.execute(f"INSERT INTO jobs SELECT {cols} FROM new_jobs")
         conn.execute("DROP TABLE new_jobs")
-        conn.execute("PRAGMA user_version = 1")
+        conn.execute(f"PRAGMA user_version = {version}")
     conn.execute("VACUUM")
     conn.close()
 
@@ -202,7 +218,7 @@ def jobs_columns_and_version(path):
 
 def test_a_run_of_an_older_schema_reads_and_resumes(tmp_path, cells, plan):
     run = tmp_path / "run"
-    make_v1_run(run, cells, plan)
+    make_old_run(run, cells, plan, version=1)
     before = (run / "run.sqlite").read_bytes()
     assert "restarts" not in jobs_columns_and_version(run)[0]
 
@@ -218,7 +234,7 @@ def test_a_run_of_an_older_schema_reads_and_resumes(tmp_path, cells, plan):
 
     with RunStore.create_or_resume(run, config=CONFIG, dataset=info(cells), cells=cells) as store:
         columns, version = jobs_columns_and_version(run)
-        assert "restarts" in columns and version == 2
+        assert {"restarts", "kernels", "threads", "device"} <= columns and version == 3
         assert store.finished_ids() == {j.job_id for j in plan[:2]}  # no row lost
         job = plan[2]
         store.record_done(job, dataclasses.replace(outcome(job), restarts=1),
@@ -233,4 +249,59 @@ def test_a_run_of_an_older_schema_reads_and_resumes(tmp_path, cells, plan):
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     RunStore.create_or_resume(run, config=CONFIG, dataset=info(cells), cells=cells).close()
-    assert jobs_columns_and_version(run)[1] == 2
+    assert jobs_columns_and_version(run)[1] == 3
+
+
+def ran_as(record):
+    return record.kernels, record.threads, record.device
+
+
+def test_how_a_job_ran_round_trips_and_copies(tmp_path, cells, plan):
+    a, b = plan[0], plan[1]
+
+    def create(path):
+        return RunStore.create_or_resume(path, config=CONFIG, dataset=info(cells), cells=cells)
+
+    with create(tmp_path / "one") as store:
+        store.record_done(a, dataclasses.replace(outcome(a), kernels=True, threads=3,
+                                                 device="cpu"), cells.labels[list(a.test_idx)])
+        store.record_done(b, outcome(b), cells.labels[list(b.test_idx)])  # a runner that does not say
+        store.record_failed(plan[2], "RuntimeError: boom")
+    with RunStore.open(tmp_path / "one") as source, create(tmp_path / "two") as copy:
+        got = {r.job_id: ran_as(r) for r in source.results(include_failed=True)}
+        assert got == {a.job_id: (True, 3, "cpu"), b.job_id: (None, None, None),
+                       plan[2].job_id: (None, None, None)}
+        assert type(got[a.job_id][0]) is bool
+        copy.copy_job_from(source, a.job_id)
+        assert [ran_as(r) for r in copy.results()] == [(True, 3, "cpu")]
+
+
+def test_a_schema_2_run_gains_the_columns_of_how_jobs_ran(tmp_path, cells, plan):
+    run = tmp_path / "run"
+    make_old_run(run, cells, plan, version=2, restarts=1)
+    columns, version = jobs_columns_and_version(run)
+    assert version == 2 and "restarts" in columns and "kernels" not in columns
+    before = (run / "run.sqlite").read_bytes()
+    with RunStore.open(run) as store:  # read-only: the new columns read as "not recorded"
+        assert [(r.restarts, *ran_as(r)) for r in store.results()] == [(1, None, None, None)] * 2
+    assert (run / "run.sqlite").read_bytes() == before
+
+    with RunStore.create_or_resume(run, config=CONFIG, dataset=info(cells), cells=cells) as store:
+        assert jobs_columns_and_version(run)[1] == 3
+        job = plan[2]
+        store.record_done(job, dataclasses.replace(outcome(job), kernels=False, threads=1,
+                                                   device="cuda"),
+                          cells.labels[list(job.test_idx)])
+    with RunStore.open(run) as store:
+        assert {r.job_id: (r.restarts, *ran_as(r)) for r in store.results()} == {
+            plan[0].job_id: (1, None, None, None), plan[1].job_id: (1, None, None, None),
+            job.job_id: (0, False, 1, "cuda")}
+    # A migrated file has a new file's columns, in a new file's order.
+    RunStore.create_or_resume(tmp_path / "new", config=CONFIG, dataset=info(cells),
+                              cells=cells).close()
+    order = []
+    for path in (run, tmp_path / "new"):
+        conn = sqlite3.connect(path / "run.sqlite")
+        order.append([row[1] for row in conn.execute("PRAGMA table_info(jobs)")])
+        conn.close()
+    assert order[0] == order[1]

@@ -1,10 +1,15 @@
 """Sweep bookkeeping with a fake runner: resume, failures, parallel workers, the summary.
 
 The fake's metric is a known function of size and fold (scikit-learn tests learning_curve
-the same way), so no network is trained here.
+the same way), so no network is trained here, except in one test that checks that worker
+processes started by spawn train exactly what one process trains.
 """
 import dataclasses
 import math
+import os
+import pickle
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +20,7 @@ from leukolearn.experiments.presets import PRESETS, SweepConfig, get_preset
 from leukolearn.experiments.protocol import ProtocolOptions, make_plan
 from leukolearn.runstore.store import DatasetInfo, RunStore
 from leukolearn.analysis.summary import summarize, summarize_store
+from leukolearn.experiments import workers
 from leukolearn.experiments.sweep import JobOutcome, run_sweep, sweep_dataset
 
 
@@ -113,18 +119,150 @@ def test_a_failing_job_is_recorded_and_retried(tmp_path, cells, plan):
     assert sweep(tmp_path, cells, plan, retry).done == 1 and retry.calls == [bad]
 
 
-def test_two_workers_give_the_same_results_as_one(tmp_path, cells, plan):
+START_METHODS = ["fork", "spawn"] if os.name == "posix" else ["spawn"]
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_two_workers_give_the_same_results_as_one(tmp_path, cells, plan, start_method):
     sweep(tmp_path / "one", cells, plan, FakeRunner(), jobs=1)
-    report = sweep(tmp_path / "two", cells, plan, FakeRunner(fail={plan[2].job_id}), jobs=2)
+    report = sweep(tmp_path / "two", cells, plan, FakeRunner(fail={plan[2].job_id}), jobs=2,
+                   start_method=start_method)
     assert (report.done, report.failed) == (11, 1)  # a worker's error comes back as a message
-    sweep(tmp_path / "two", cells, plan, FakeRunner(), jobs=2)
+    sweep(tmp_path / "two", cells, plan, FakeRunner(), jobs=2, start_method=start_method)
     assert snapshot(tmp_path / "two") == snapshot(tmp_path / "one")
 
 
-def test_interrupt_in_a_worker_stops_the_sweep(tmp_path, cells, plan):
-    report = sweep(tmp_path, cells, plan, FakeRunner(interrupt_after=0), jobs=2)
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_interrupt_in_a_worker_stops_the_sweep(tmp_path, cells, plan, start_method):
+    report = sweep(tmp_path, cells, plan, FakeRunner(interrupt_after=0), jobs=2,
+                   start_method=start_method)
     assert report.interrupted and report.done == 0
     assert sweep(tmp_path, cells, plan, FakeRunner(), jobs=2).done == 12
+
+
+class StuckRunner(FakeRunner):
+    """Job 0 runs for minutes; job 1 waits until job 0 is running, then raises Ctrl-C's
+    KeyboardInterrupt. Defined here, not in a test, so spawned workers can unpickle it."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def __call__(self, cells, job):
+        if job.job_id == self.stuck:
+            (self.folder / "stuck.pid").write_text(str(os.getpid()))
+            time.sleep(120)
+            (self.folder / "stuck.finished").write_text("")
+        elif job.job_id == self.interrupts:
+            deadline = time.monotonic() + 120
+            while not (self.folder / "stuck.pid").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            raise KeyboardInterrupt
+        return super().__call__(cells, job)
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_ctrl_c_stops_a_running_job_instead_of_waiting_for_it(tmp_path, cells, plan,
+                                                              start_method):
+    runner = StuckRunner(tmp_path)
+    runner.stuck, runner.interrupts = plan[0].job_id, plan[1].job_id
+    report = sweep(tmp_path / "run", cells, plan, runner, jobs=2, start_method=start_method)
+    assert report.interrupted and report.done == 0
+    pid = int((tmp_path / "stuck.pid").read_text())
+    with pytest.raises(ProcessLookupError):  # killed (and reaped) by the time we return
+        os.kill(pid, 0)
+    assert not (tmp_path / "stuck.finished").exists()
+
+
+class DyingRunner(FakeRunner):
+    """The worker running job `dies` is killed, as the kernel's OOM killer would."""
+
+    def __call__(self, cells, job):
+        if job.job_id == self.dies:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__call__(cells, job)
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_a_worker_that_dies_fails_its_job_and_a_resume_finishes(tmp_path, cells, plan,
+                                                                start_method):
+    runner = DyingRunner()
+    runner.dies = plan[3].job_id
+    report = sweep(tmp_path / "run", cells, plan, runner, jobs=2, start_method=start_method)
+    assert not report.interrupted and report.done + report.failed == len(plan)
+    failures = dict(report.failures)
+    assert failures[plan[3].job_id] == workers.WORKER_DIED
+    # The pool is broken from then on: the jobs still queued fail alike and run on resume.
+    assert set(failures.values()) == {workers.WORKER_DIED}
+    assert sweep(tmp_path / "run", cells, plan, FakeRunner(), jobs=2).complete
+    sweep(tmp_path / "one", cells, plan, FakeRunner())
+    assert snapshot(tmp_path / "run") == snapshot(tmp_path / "one")
+
+
+def test_a_memory_mapped_dataset_travels_as_its_file(tmp_path):
+    rng = np.random.default_rng(1)
+    big = CellImages(rng.integers(0, 255, (400, 32, 32, 3), dtype=np.uint8), np.arange(400) % 2,
+                     ("other", "blast"), tuple(f"img{i}" for i in range(400)))
+    np.save(tmp_path / "images.npy", big.images)
+    mapped = dataclasses.replace(big, images=np.load(tmp_path / "images.npy", mmap_mode="r"))
+    data = pickle.dumps(workers.SharedCells(mapped))
+    assert len(data) < 20_000  # the ids and labels, not the 1.2 MB of pixels
+    cells = pickle.loads(data).cells
+    assert isinstance(cells.images, np.memmap) and not cells.images.flags.writeable
+    assert os.path.samefile(cells.images.filename, tmp_path / "images.npy")
+    assert np.array_equal(cells.images, big.images)
+    assert cells.fingerprint == mapped.fingerprint and cells.labels.tolist() == big.labels.tolist()
+    # A copy or a part of a map is pickled as it is, pixels and all.
+    part = dataclasses.replace(mapped, images=mapped.images[:200], labels=mapped.labels[:200],
+                               image_ids=mapped.image_ids[:200], fingerprint="")
+    data = pickle.dumps(workers.SharedCells(part))
+    assert len(data) > part.images.nbytes
+    assert np.array_equal(pickle.loads(data).cells.images, big.images[:200])
+
+
+@pytest.fixture
+def one_thread_each(monkeypatch):
+    """One torch thread for the training in this process and in each of 2 workers: the
+    fused kernels' sums depend on the thread count, so only then can results be equal."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(workers, "cores", lambda: 2)  # 2 cores // 2 jobs
+    yield
+    torch.set_num_threads(before)
+
+
+def test_spawned_workers_train_exactly_what_one_process_trains(tmp_path, one_thread_each):
+    from safetensors.numpy import load_file
+
+    from leukolearn.data.synthetic import make_binary
+    from leukolearn.model import kernels
+    from leukolearn.training.config import TrainConfig
+
+    cells = make_binary(6, size=190, seed=4)
+    np.save(tmp_path / "images.npy", cells.images)  # mapped, as the decode cache hands it out
+    cells = dataclasses.replace(cells, images=np.load(tmp_path / "images.npy", mmap_mode="r"))
+    config = SweepConfig("all", ProtocolOptions(folds=3, sizes=(4,), run_folds=2),
+                         TrainConfig.binary(max_epochs=2, patience=2), "auc")
+    one = sweep_dataset(cells, config, tmp_path / "one", progress=False)
+    two = sweep_dataset(cells, config, tmp_path / "two", jobs=2, start_method="spawn",
+                        progress=False)
+    assert one.done == two.done == 2 and two.failures == []
+    assert snapshot(tmp_path / "two") == snapshot(tmp_path / "one")  # metrics, probabilities
+    with RunStore.open(tmp_path / "one") as a, RunStore.open(tmp_path / "two") as b:
+        for record in a.results():
+            wa, wb = (load_file(s.weights_path(record.job_id)) for s in (a, b))
+            assert wa.keys() == wb.keys()
+            assert all(np.array_equal(wa[k], wb[k]) for k in wa), record.job_id
+        ran = {(r.kernels, r.threads, r.device) for r in a.results() + b.results()}
+    assert ran == {(kernels.enabled(), 1, "cpu")}
+
+
+def test_an_unknown_start_method_is_refused(tmp_path, cells, plan, monkeypatch):
+    monkeypatch.setenv(workers.START_METHOD_ENV, "teleport")
+    with pytest.raises(LeukolearnError, match="unknown start method 'teleport'"):
+        sweep(tmp_path, cells, plan, FakeRunner(), jobs=2)
 
 
 def test_changed_config_and_dataset_are_refused(tmp_path, cells, plan):
@@ -199,7 +337,8 @@ def test_training_runner_passes_restarts_on(cells, plan, monkeypatch, batched):
     import leukolearn.training.batched
     import leukolearn.training.loop
     from leukolearn.experiments.sweep import TrainingRunner
-    from leukolearn.training.loop import TrainConfig, TrainResult
+    from leukolearn.training.config import TrainConfig
+    from leukolearn.training.loop import TrainResult
 
     def result(job_seed):
         return TrainResult(model=None, best_epoch=1, epochs_run=2, restarts=job_seed % 3)

@@ -3,8 +3,8 @@
 `run_sweep` skips the jobs the store already holds, so running the same command again
 after a crash or Ctrl-C finishes exactly the missing jobs; each job depends on its own
 seed only, so the result equals an uninterrupted run. With `jobs=N` the jobs run in N
-forked worker processes (the image array is shared copy-on-write, never pickled per job);
-the parent is the only process that writes the store.
+worker processes (`experiments.workers`: the dataset reaches each worker once, never per
+job); the parent is the only process that writes the store.
 
 A job whose runner raises is recorded as 'failed' with its message (scikit-learn's
 learning_curve records a failed fit as NaN and goes on; so do we) and is run again on
@@ -12,12 +12,7 @@ resume. Ctrl-C stops at once: finished jobs are already saved, running ones are 
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -27,6 +22,7 @@ import numpy as np
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.experiments.protocol import Job, Plan, keep_classes, make_plan
+from leukolearn.experiments.workers import attempt, run_parallel
 from leukolearn.runstore.store import DatasetInfo, RunStore
 
 METRICS = ("auc", "weighted_f1")
@@ -48,6 +44,12 @@ class JobOutcome:
     # Dead networks re-initialised before this one (TrainConfig.restarts): stored, so a
     # summary can say which results needed them.
     restarts: int = 0
+    # How it ran, stored with it (None: not known, e.g. a fake runner): whether the fused C
+    # kernels did the conv blocks, torch's intra-op threads in the process that trained it
+    # (the kernels' sums depend on it), and the device ("cpu", "cuda").
+    kernels: bool | None = None
+    threads: int | None = None
+    device: str | None = None
 
 
 Runner = Callable[[CellImages, Job], JobOutcome]
@@ -65,8 +67,8 @@ class TrainingRunner:
     def __call__(self, cells: CellImages, job: Job) -> JobOutcome:
         from leukolearn.training.loop import train_model
 
-        # threads=0: keep the threads this process was given (run_sweep sets cores // jobs
-        # per worker); the config's value is part of the run's identity, not of --jobs.
+        # threads=0: keep the threads this process was given (a worker gets cores // jobs);
+        # the config's value is part of the run's identity, not of --jobs.
         config = replace(self.train_config, threads=0)
         result = train_model(cells, np.asarray(job.train_idx), np.asarray(job.val_idx), config,
                              seed=job.seed)
@@ -83,9 +85,13 @@ class TrainingRunner:
         return [self._outcome(cells, job, result) for job, result in zip(jobs, results)]
 
     def _outcome(self, cells: CellImages, job: Job, result: Any) -> JobOutcome:
-        from leukolearn.analysis.metrics import roc_auc, weighted_f1
-        from leukolearn.training.loop import predict_proba
+        import torch
 
+        from leukolearn.analysis.metrics import roc_auc, weighted_f1
+        from leukolearn.model import kernels
+        from leukolearn.training.loop import predict_proba, resolve_device
+
+        device = resolve_device(self.train_config.device)
         test_idx = np.asarray(job.test_idx)
         probs = predict_proba(result.model, cells.images[test_idx])
         y = cells.labels[test_idx]
@@ -99,6 +105,9 @@ class TrainingRunner:
             history=result.history, model=result.model, metric_name=self.metric,
             # train_model and batched.train_many (run_many) both count restarts per job.
             restarts=result.restarts,
+            # What train_model and train_many chose: the kernels run on the CPU only.
+            kernels=device.type == "cpu" and kernels.enabled(),
+            threads=torch.get_num_threads(), device=str(device),
         )
 
 
@@ -119,8 +128,11 @@ class SweepReport:
 
 def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner, jobs: int = 1,
               progress: bool = True, max_jobs: int | None = None,
-              batch_models: int = 1) -> SweepReport:
+              batch_models: int = 1, start_method: str | None = None) -> SweepReport:
     """Run the jobs of `plan` that `store` does not hold yet; `max_jobs` caps how many.
+
+    `jobs` N > 1: N worker processes, started by `start_method` (None: the platform's
+    default, see `experiments.workers`).
 
     `batch_models` K > 1 (one process, for a GPU): groups of K jobs are trained together by
     the runner's `run_many` (`TrainingRunner.run_many`, `leukolearn.training.batched`); a group that
@@ -164,9 +176,9 @@ def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner,
                         save(job, result)
             elif jobs == 1 or len(todo) <= 1:
                 for job in todo:
-                    save(job, _attempt(runner, cells, job))
+                    save(job, attempt(runner, cells, job))
             else:
-                _run_parallel(cells, todo, runner, jobs, save)
+                run_parallel(cells, todo, runner, jobs, save, start_method)
         except KeyboardInterrupt:
             report.interrupted = True
     report.seconds = time.perf_counter() - start
@@ -176,7 +188,8 @@ def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner,
 def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_name: str = "",
                   dataset_root: str | Path = "", load_options: Mapping[str, Any] | None = None,
                   jobs: int = 1, progress: bool = True, runner: Runner | None = None,
-                  max_jobs: int | None = None, batch_models: int = 1) -> SweepReport:
+                  max_jobs: int | None = None, batch_models: int = 1,
+                  start_method: str | None = None) -> SweepReport:
     """The whole sweep of a SweepConfig on a dataset, into the run directory `out`.
 
     Drops classes below `config.options.min_per_class`, checks the metric fits the classes,
@@ -203,7 +216,8 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
         runner = TrainingRunner(config.train, config.metric)
     with RunStore.create_or_resume(out, config=config, dataset=info, cells=cells) as store:
         return run_sweep(cells, plan, store, runner=runner, jobs=jobs, progress=progress,
-                         max_jobs=max_jobs, batch_models=batch_models)
+                         max_jobs=max_jobs, batch_models=batch_models,
+                         start_method=start_method)
 
 
 def _check_class_counts(cells: CellImages, config: Any) -> None:
@@ -222,91 +236,11 @@ def _check_class_counts(cells: CellImages, config: Any) -> None:
             )
 
 
-def _attempt(runner: Runner, cells: CellImages, job: Job) -> JobOutcome | str:
-    """The outcome, or the error as one line; KeyboardInterrupt passes through."""
-    try:
-        return runner(cells, job)
-    except Exception as exc:  # a failed fit is recorded, the sweep goes on
-        return f"{type(exc).__name__}: {exc}"
-
-
 def _attempt_many(runner: Any, cells: CellImages, group: list[Job]) -> list[JobOutcome | str]:
     try:
         return runner.run_many(cells, group)
     except Exception as exc:  # the whole group fails together
         return [f"{type(exc).__name__}: {exc}"] * len(group)
-
-
-# ---- worker processes -------------------------------------------------------------------
-_WORKER: tuple[CellImages, Runner] | None = None
-_INTERRUPTED = "__interrupted__"
-
-
-def _init_worker(cells: CellImages, runner: Runner, threads: int) -> None:
-    # With 'fork', initargs are not pickled: the child sees the parent's arrays copy-on-write.
-    global _WORKER
-    _WORKER = (cells, runner)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-
-
-def _work(job: Job) -> JobOutcome | str:
-    assert _WORKER is not None
-    try:
-        return _attempt(_WORKER[1], _WORKER[0], job)
-    except KeyboardInterrupt:  # a runner may raise it; SIGINT itself is ignored here
-        return _INTERRUPTED
-
-
-def _run_parallel(cells: CellImages, todo: list[Job], runner: Runner, jobs: int,
-                  save: Callable[[Job, JobOutcome | str], None]) -> None:
-    threads = max(1, _cores() // jobs)
-    # Fork before the parent runs any torch op: a forked child of a process that has used
-    # OpenMP threads can hang.
-    executor = ProcessPoolExecutor(
-        max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
-        initializer=_init_worker, initargs=(cells, runner, threads),
-    )
-    pending = {executor.submit(_work, job): job for job in todo}
-    try:
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = pending.pop(future)
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    result = "a worker process died (out of memory?)"
-                if isinstance(result, str) and result == _INTERRUPTED:
-                    raise KeyboardInterrupt
-                save(job, result)
-    except KeyboardInterrupt:
-        # Results already computed are worth keeping; the rest is dropped.
-        for future, job in list(pending.items()):
-            if future.done() and not future.cancelled() and future.exception() is None:
-                result = future.result()
-                if not (isinstance(result, str) and result == _INTERRUPTED):
-                    save(job, result)
-        for future in pending:
-            future.cancel()
-        # Private but stable since 3.8: stop workers mid-job instead of waiting for them.
-        for process in list((executor._processes or {}).values()):
-            process.terminate()
-        raise
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 class _Progress:

@@ -23,8 +23,9 @@ from leukolearn.files import atomic_write
 if TYPE_CHECKING:  # pragma: no cover
     from leukolearn.data.cellimages import CellImages
 
-# PRAGMA user_version of run.sqlite. 1: the first schema; 2: jobs.restarts.
-SCHEMA_VERSION = 2
+# PRAGMA user_version of run.sqlite. 1: the first schema; 2: jobs.restarts; 3: jobs.kernels,
+# jobs.threads and jobs.device.
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -52,15 +53,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     history     TEXT,               -- JSON: [{epoch, train_loss, val_loss, seconds}, ...]
     weights     TEXT,               -- path relative to the run dir; NULL if no model was kept
     finished_at TEXT NOT NULL,      -- UTC, ISO 8601
-    -- Dead networks re-initialised before the kept one (TrainConfig.restarts); NULL: not
-    -- recorded (a failed job, or a row written before schema 2). Last, where ALTER TABLE
-    -- puts it in a migrated run, so new and migrated files have the same column order.
-    restarts    INTEGER
+    -- The columns below are last, in the order ALTER TABLE adds them to a migrated run, so
+    -- new and migrated files have the same column order. NULL: not recorded (a failed job,
+    -- or a row written before the column existed).
+    -- Dead networks re-initialised before the kept one (TrainConfig.restarts). Schema 2.
+    restarts    INTEGER,
+    -- How the job ran (schema 3), which the speed and the last float bits depend on:
+    -- 1 if the fused C kernels did the conv blocks (model.kernels), 0 if PyTorch's layers;
+    kernels     INTEGER,
+    threads     INTEGER,            -- torch intra-op threads in the process that trained it
+    device      TEXT                -- 'cpu', 'cuda', ...
 );
 """
 
-# Columns added since schema 1, as `migrate` adds them to an older run.sqlite.
-_ADDED_COLUMNS = {"restarts": "INTEGER"}
+# Columns added since schema 1, as `migrate` adds them to an older run.sqlite, in order.
+_ADDED_COLUMNS = {"restarts": "INTEGER", "kernels": "INTEGER", "threads": "INTEGER",
+                  "device": "TEXT"}
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -74,6 +74,11 @@ class JobRecord:
     # Dead networks re-initialised before the kept one; None: not recorded (a failed job,
     # or a job saved by a version before run.sqlite schema 2).
     restarts: int | None = None
+    # How it ran (schema 3; None: not recorded, as for restarts): the fused C kernels or
+    # PyTorch's layers, torch's thread count, and the device.
+    kernels: bool | None = None
+    threads: int | None = None
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,9 @@ class RunStore:
                 "test_probs": to_npy(np.asarray(outcome.test_probs, dtype=np.float32)),
                 "history": json.dumps(json_safe(outcome.history, keep_nan=True)), "weights": weights,
                 "restarts": int(outcome.restarts),
+                "kernels": _optional(outcome.kernels, lambda on: int(bool(on))),
+                "threads": _optional(outcome.threads, int),
+                "device": _optional(outcome.device, str),
             })
         except BaseException as exc:  # a full disk, Ctrl-C
             if weights is not None and not self._has_done_row(job.job_id):
@@ -266,7 +274,8 @@ class RunStore:
         """Copy a finished job of run `other` (its row and weights file) as record_done saves
         it: the weights file first, then the row. The caller checks that both runs compute
         the same job (config, dataset, split); finished_at stays when it was trained, and
-        restarts as recorded (NULL when `other` was written before they were)."""
+        restarts, kernels, threads and device as recorded (NULL when `other` was written
+        before they were)."""
         self._require_writer()
         cursor = other._conn.execute("SELECT * FROM jobs WHERE job_id = ? AND status = 'done'",
                                      (job_id,))
@@ -332,4 +341,9 @@ def _record(row: tuple) -> JobRecord:
     d = dict(zip(JobRecord.__dataclass_fields__, row))
     d["metric"] = float("nan") if d["metric"] is None else float(d["metric"])
     d["degenerate"] = bool(d["degenerate"])
+    d["kernels"] = _optional(d["kernels"], bool)
     return JobRecord(**d)
+
+
+def _optional(value: Any, convert: Any) -> Any:
+    return None if value is None else convert(value)
