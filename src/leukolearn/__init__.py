@@ -15,12 +15,13 @@ subpackages (docs/architecture.md), but only these are kept stable::
     ll.sweep(cells, config, "run/", jobs=2)                           # resumable
     with ll.open_run("run/") as run:
         print(ll.summarize(run).to_csv())
-        grid, notes = ll.explain(run, ll.reload_cells(run), fold=0, sizes=[10, 100],
+        grid, notes = ll.explain_grid(run, ll.reload_cells(run), fold=0, sizes=[10, 100],
                                  rows=[0, 1], types=["blast", "other"])
-    report = ll.predict("run/", ["patients/"], ll.PredictOptions())
+    report = ll.predict_samples("run/", ["patients/"], ll.PredictOptions())
     report.write("predictions/")
 
-Names are imported on first use, so `import leukolearn` stays fast (the CLI starts in
+The names that would clash with a subpackage (`explain`, `predict`) keep their long
+form. Names are imported on first use, so `import leukolearn` stays fast (the CLI starts in
 well under a second) and a name pulls in only its own stage.
 """
 from importlib import import_module
@@ -47,10 +48,10 @@ _API = {
     "summarize": ("leukolearn.analysis.summary", "summarize_store"),
     "plan_from_store": ("leukolearn.analysis.curves", "plan_from_store"),
     "reload_cells": ("leukolearn.explain.runs", "reload_cells"),
-    "explain": ("leukolearn.explain.measures", "explain_grid"),
+    "explain_grid": ("leukolearn.explain.measures", "explain_grid"),
     "load_model": ("leukolearn.model.weights", "load_model"),
     "PredictOptions": ("leukolearn.predict.predictor", "PredictOptions"),
-    "predict": ("leukolearn.predict.predictor", "predict_samples"),
+    "predict_samples": ("leukolearn.predict.predictor", "predict_samples"),
     "LeukolearnError": ("leukolearn.errors", "LeukolearnError"),
 }
 __all__ = sorted(_API) + ["__version__"]

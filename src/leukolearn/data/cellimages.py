@@ -17,6 +17,17 @@ from leukolearn.data.classes import BLAST
 from leukolearn.errors import LeukolearnError
 
 
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where a CellImages was loaded from, in the words a run records (dataset.json) so
+    that `explain`, `embed` and `focus` can load the same images again."""
+
+    name: str  # the layout, e.g. "all-idb2"
+    root: str  # its folder (or manifest), absolute
+    # size, positive ("MYO,MOB" or None), multiclass, label_table, dedupe: as the CLI records
+    load_options: dict = field(default_factory=dict)
+
+
 @dataclass(frozen=True, eq=False)
 class CellImages:
     images: np.ndarray  # (N, H, W, 3) uint8, H == W == model input size
@@ -28,6 +39,9 @@ class CellImages:
     # Content hash. Empty: computed from the arrays. Loaders derive it from the hashes of
     # the files instead, and subset() / binary() from their parent's (see derive_fingerprint).
     fingerprint: str = field(default="")
+    # Set by `load_dataset`; None for arrays made in memory and for subsets, which the
+    # source alone cannot load again. Not part of the fingerprint.
+    source: DatasetSource | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -99,7 +113,7 @@ class CellImages:
             fingerprint=derive_fingerprint(self.fingerprint, "binary", labels.tobytes(),
                                            negative_name, positive_name),
             images=self.images, labels=labels, class_names=(negative_name, positive_name),
-            image_ids=self.image_ids, masks=self.masks, groups=self.groups,
+            image_ids=self.image_ids, masks=self.masks, groups=self.groups, source=self.source,
         )
 
 

@@ -16,14 +16,14 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from leukolearn.data.cellimages import CellImages, derive_fingerprint
+from leukolearn.data.cellimages import CellImages, DatasetSource, derive_fingerprint
 from leukolearn.data import cache as cache_mod
 from leukolearn.data.decode import (DECODE_POLICY_VERSION, fit_mask_to_square, fit_to_square,
                                     read_image, read_mask)
@@ -97,7 +97,11 @@ def load_dataset(name: str, root: str | Path, *, size: int | None = None,
     )
     if positive is not None:
         cells = cells.binary(_present_positive(positive, listing))
-    return cells
+    return replace(cells, source=DatasetSource(
+        name=name, root=str(Path(root).resolve()), load_options={
+            "size": size, "positive": ",".join(positive) if positive is not None else None,
+            "multiclass": positive is None,
+            "label_table": str(label_table) if label_table else None, "dedupe": dedupe}))
 
 
 def inspect_dataset(name: str, root: str | Path, *, size: int | None = None,

@@ -21,6 +21,7 @@ import numpy as np
 
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
+from leukolearn.progress import progress_bar
 from leukolearn.experiments.protocol import Job, Plan, keep_classes, make_plan
 from leukolearn.experiments.workers import attempt, run_parallel
 from leukolearn.runstore.store import DatasetInfo, RunStore
@@ -155,18 +156,23 @@ def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner,
     if max_jobs is not None:
         todo = todo[:max_jobs]
     start = time.perf_counter()
-    with _Progress(progress, len(todo)) as bar:
+    # The bar stays when done: the last job's line is the sweep's record on screen.
+    with progress_bar(enabled=progress, transient=False, extra=("{task.fields[note]}",)) as bar:
+        task = bar.add_task("[bold]sweep", total=len(todo), note="")
 
         def save(job: Job, result: JobOutcome | str) -> None:
             if isinstance(result, str):
                 store.record_failed(job, result)
                 report.failed += 1
                 report.failures.append((job.job_id, result))
-                bar.say(f"[red]job {job.job_id} failed:[/] {result}")
+                if progress:
+                    bar.console.print(f"[red]job {job.job_id} failed:[/] {result}")
+                bar.update(task, advance=1)
             else:
                 store.record_done(job, result, cells.labels[np.asarray(job.test_idx)])
                 report.done += 1
-                bar.advance(f"{job.job_id}: {result.metric_name} {result.metric:.3f}")
+                bar.update(task, advance=1,
+                           note=f"{job.job_id}: {result.metric_name} {result.metric:.3f}")
 
         try:
             if batch_models > 1:
@@ -193,11 +199,16 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
     """The whole sweep of a SweepConfig on a dataset, into the run directory `out`.
 
     Drops classes below `config.options.min_per_class`, checks the metric fits the classes,
-    makes the plan, opens (or resumes) the store and runs the missing jobs.
+    makes the plan, opens (or resumes) the store and runs the missing jobs. The dataset's
+    name, root and load options default to where `load_dataset` read `cells` from.
     """
     # Everything that can be refused is checked before the run directory is written.
     if jobs < 1:
         raise LeukolearnError(f"--jobs must be at least 1, got {jobs}")
+    if cells.source is not None:
+        dataset_name = dataset_name or cells.source.name
+        dataset_root = dataset_root or cells.source.root
+        load_options = cells.source.load_options if load_options is None else load_options
     cells, dropped = keep_classes(cells, config.options.min_per_class)
     if config.metric == "auc" and cells.n_classes != 2:
         raise LeukolearnError(
@@ -241,39 +252,3 @@ def _attempt_many(runner: Any, cells: CellImages, group: list[Job]) -> list[JobO
         return runner.run_many(cells, group)
     except Exception as exc:  # the whole group fails together
         return [f"{type(exc).__name__}: {exc}"] * len(group)
-
-
-class _Progress:
-    """A rich progress bar over jobs with ETA, or nothing when progress=False."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-        self._bar = None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            self._bar = Progress(
-                TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
-                console=Console(stderr=True),
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("", total=self.total)
-        return self
-
-    def advance(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, advance=1, description=text)
-
-    def say(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.console.print(text)
-            self._bar.update(self._task, advance=1)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()

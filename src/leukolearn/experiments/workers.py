@@ -1,6 +1,6 @@
 """Worker processes for `run_sweep(jobs=N)`: each trains whole jobs; the parent saves them.
 
-The pool is loky's `ProcessPoolExecutor` (the joblib project's), not the standard
+The pool is loky's `ProcessPoolExecutor` (a well-kept pool library), not the standard
 library's: it starts workers with any start method (fork, spawn, forkserver, and its own
 "loky", a fork immediately followed by exec), notices a worker that dies (its job raises
 `BrokenProcessPool`, as with the stdlib), and `shutdown(kill_workers=True)` is a public way
