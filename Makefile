@@ -2,17 +2,20 @@
 # runs every test (the default suite plus the slow and real-data ones, as CI does).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU build of torch; see the README for a GPU install.
 TORCH ?= torch==2.13.0
+# On Linux PyPI's torch is the CUDA build: TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# takes the CPU build from PyTorch's own index instead (see the README).
+TORCH_INDEX ?=
 
-.PHONY: install browser demo test test-fast bench clean
+.PHONY: install browser clang demo test test-fast bench clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)" -e ".[test]"
+	$(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
 demo: install
@@ -25,11 +28,17 @@ browser:
 	  command -v google-chrome >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# tests/test_speed_equivalence.py builds the fused kernels with gcc and with clang (as on
+# macOS); it skips a compiler that is missing, so CI installs clang when it is not there.
+clang:
+	@command -v clang >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang)
+
 # Training tests that run again on PyTorch's own layers, as on a machine without a C compiler.
 TRAINING_TESTS := tests/test_train.py tests/test_batched.py tests/test_experiment.py \
 	tests/test_sweep.py tests/test_old_runs.py
 
-test: install browser
+test: install browser clang
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "slow or not slow"
 	LEUKOLEARN_KERNELS=0 $(PY) -m pytest -m "slow or not slow" $(TRAINING_TESTS)

@@ -192,7 +192,9 @@ def test_sigkill_at_random_moments_loses_nothing(data, env, tmp_path):
           f"last run (first job after {startup:.1f} s, then {per_job:.2f} s per job)")
 
 
-@pytest.mark.parametrize("jobs, start_method", [(1, None), (2, "fork"), (2, "spawn")])
+@pytest.mark.parametrize("jobs, start_method", [
+    (1, None), pytest.param(2, "fork", marks=pytest.mark.slow),
+    pytest.param(2, "spawn", marks=pytest.mark.slow)])
 def test_ctrl_c_keeps_finished_jobs_and_says_how_to_resume(data, env, tmp_path, jobs,
                                                            start_method):
     # With workers, the KILL sweep's 36 jobs: Ctrl-C comes long before the last one ends.

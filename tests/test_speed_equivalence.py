@@ -234,6 +234,7 @@ def _check_in_subprocess(tmp_path, **env):
     return on == "True", built_with, float(err), run.stderr
 
 
+@pytest.mark.slow  # a fresh build per compiler, in a subprocess
 @pytest.mark.parametrize("compiler", ["gcc", "clang"])
 def test_the_kernels_build_with_gcc_and_with_clang(tmp_path, compiler):
     path = shutil.which(compiler)

@@ -119,7 +119,9 @@ def test_a_failing_job_is_recorded_and_retried(tmp_path, cells, plan):
     assert sweep(tmp_path, cells, plan, retry).done == 1 and retry.calls == [bad]
 
 
-START_METHODS = ["fork", "spawn"] if os.name == "posix" else ["spawn"]
+# spawn starts a fresh interpreter per worker (1-2 s): behind the slow marker, run in CI.
+START_METHODS = (["fork", pytest.param("spawn", marks=pytest.mark.slow)] if os.name == "posix"
+                 else ["spawn"])
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)
@@ -233,6 +235,7 @@ def one_thread_each(monkeypatch):
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_spawned_workers_train_exactly_what_one_process_trains(tmp_path, one_thread_each):
     from safetensors.numpy import load_file
 
