@@ -181,7 +181,7 @@ def test_folder_layout_and_binary(tmp_path, cell_image):
     assert cells.class_counts() == {"ig": 2, "lymphocyte": 2, "neutrophil": 2}
     assert "ig/sub/ig_2.png" in cells.image_ids
     binary = load_dataset("folder", root, size=SIZE, positive=["ig"], progress=False)
-    assert binary.class_counts() == {"other": 4, "blast": 2}
+    assert binary.class_counts() == {"other": 4, "ig": 2}  # named as given, not "blast"
 
 
 def test_manifest_layout_with_groups(tmp_path, cell_image):

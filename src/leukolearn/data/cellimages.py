@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from leukolearn.data.classes import BLAST
+from leukolearn.data.classes import JOIN, negative_label
 from leukolearn.errors import LeukolearnError
 
 
@@ -99,22 +99,46 @@ class CellImages:
             groups=None if self.groups is None else self.groups[index],
         )
 
-    def binary(self, positive: Sequence[str], positive_name: str = BLAST,
-               negative_name: str = "other") -> "CellImages":
-        """Relabel to two classes: 1 for any class in `positive`, 0 for the rest."""
+    def binary(self, positive: Sequence[str], positive_name: str | None = None,
+               negative_name: str | None = None) -> "CellImages":
+        """Relabel to two classes: 1 for any class in `positive`, 0 for the rest.
+
+        Named (negative_name, positive_name); by default the positive class keeps the name
+        it was given ("ig"; several: "MYO+MOB", see `data.classes.positive_label`) and the
+        rest is "other"."""
+        positive = [positive] if isinstance(positive, str) else list(positive)
         unknown = [p for p in positive if p not in self.class_names]
         if unknown:
             raise LeukolearnError(
                 f"positive class {unknown[0]!r} is not among the classes {list(self.class_names)}"
             )
+        if positive_name is None:
+            positive_name = JOIN.join(positive)
+        if negative_name is None:
+            negative_name = negative_label(positive_name)
+        if positive_name == negative_name:
+            raise LeukolearnError(f"the two classes of a binary task need two names, got "
+                                  f"{positive_name!r} twice")
         positive_ids = [self.class_names.index(p) for p in positive]
         labels = np.isin(self.labels, positive_ids).astype(np.int64)
         return CellImages(
+            # The names hashed are the fixed ("other", "blast") that every binary task had
+            # before its classes kept their own names, not the names given: a run records
+            # its dataset's fingerprint and resumes only on the same one, and a run made
+            # with `--positive ig` then must still resume now that its classes are called
+            # ("other", "ig"). The names change nothing a job computes; the labels do, and
+            # they are hashed.
             fingerprint=derive_fingerprint(self.fingerprint, "binary", labels.tobytes(),
-                                           negative_name, positive_name),
+                                           _FINGERPRINT_NAMES[0], _FINGERPRINT_NAMES[1]),
             images=self.images, labels=labels, class_names=(negative_name, positive_name),
             image_ids=self.image_ids, masks=self.masks, groups=self.groups, source=self.source,
         )
+
+
+# The class names `binary` hashes into the fingerprint, whatever it names the classes (see
+# `CellImages.binary`): those of every binary task of earlier versions. Literals, not
+# NEGATIVE and BLAST: renaming those must not change the fingerprint of any run.
+_FINGERPRINT_NAMES = ("other", "blast")
 
 
 # Region codes in `CellImages.masks` (expert masks of ALL-IDB2, or a stain segmentation).

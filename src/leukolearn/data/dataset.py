@@ -30,7 +30,7 @@ from leukolearn.data.decode import (DECODE_POLICY_VERSION, fit_mask_to_square, f
 from leukolearn.data.duplicates import (HASH_BITS, HASH_VERSION, duplicate_groups,
                                         duplicates_to_drop, find_duplicate_pairs,
                                         perceptual_hash)
-from leukolearn.data.classes import AML_BLASTS
+from leukolearn.data.classes import AML_BLASTS, positive_label
 from leukolearn.data.loaders import AML_CLASSES, LOADERS, Entry, Listing, register_loader
 from leukolearn.errors import BadFileError, LeukolearnError
 from leukolearn.progress import track
@@ -55,7 +55,9 @@ def load_dataset(name: str, root: str | Path, *, size: int | None = None,
 
     size: model input size, default the layout's (all-idb2 257, aml-lmu 400, else 257).
     positive: class names forming the positive class; given, the result is binary
-        ("other", "blast"). Blast classes a layout knows but this copy lacks are skipped.
+        ("other", "ig"), or ("other", "blast") for aml-lmu's default MYO,MOB (see
+        `data.classes.positive_label`). Blast classes a layout knows but this copy lacks
+        are skipped.
     label_table, masks_dir: ALL-IDB2 only (cell-type labels; expert masks).
     allow_outside_root: "manifest" only; lets paths leave the CSV's folder.
     dedupe: drop all but the first image of each near-duplicate group. Kept
@@ -96,7 +98,10 @@ def load_dataset(name: str, root: str | Path, *, size: int | None = None,
         groups=groups, fingerprint=fingerprint,
     )
     if positive is not None:
-        cells = cells.binary(_present_positive(positive, listing))
+        # Named from the classes asked for, not those present: every copy of a dataset
+        # names its task alike (aml-lmu's default MYO,MOB is "blast" without MOB too).
+        cells = cells.binary(_present_positive(positive, listing),
+                             positive_label(name, positive))
     return replace(cells, source=DatasetSource(
         name=name, root=str(Path(root).resolve()), load_options={
             "size": size, "positive": ",".join(positive) if positive is not None else None,
