@@ -520,7 +520,6 @@ BAD_TRAIN_OPTIONS = [
     (["--test-size", "0"], "--test-size must be at least 1"),
     (["--test-size", "-1"], "--test-size must be at least 1"),
     (["--seed", "-1"], "seed must be 0 or more"),
-    (["--threads", "-1"], "threads must be 0"),
     (["--max-epochs", "0"], "max-epochs must be at least 1"),
     (["--patience", "-1"], "patience must be at least 1"),
     (["--size", "5"], "input size 5 px is too small"),

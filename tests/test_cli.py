@@ -155,7 +155,7 @@ def test_cli_defaults_are_those_of_the_config_classes():
 
     train = _defaults("train")
     config = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for option in ("max_epochs", "patience", "init", "restarts", "threads", "device"):
+    for option in ("max_epochs", "patience", "init", "restarts", "device"):
         assert train[option] == config[option], option
     assert train["no_augment"] is not config["augment"]
     split = SplitSizes()

@@ -73,8 +73,8 @@ def snapshot(path, job_ids):
 
 def test_original_jobs_are_copied_and_only_the_missing_ones_trained(tmp_path):
     cells = make_binary(6, size=32)
-    # The sweep ran all 3 folds of sizes 2 and 4 with other threads (result-neutral).
-    run = sweep(cells, config(threads=2), tmp_path / "run")
+    # The sweep ran all 3 folds of sizes 2 and 4 with another device (result-neutral).
+    run = sweep(cells, config(device="auto"), tmp_path / "run")
     runner = CountingRunner()
     # The control: 2 folds of sizes 2 (in the sweep) and 3 (not in it).
     result = shortcut(cells, config(sizes=(2, 3), run_folds=2), tmp_path / "sc", run, runner)

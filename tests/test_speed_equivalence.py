@@ -187,7 +187,7 @@ def test_one_epoch_takes_the_same_steps_on_both_paths():
 
 def test_training_is_deterministic_on_the_fast_path():
     cells = make_binary(8, size=190, seed=9)
-    config = TrainConfig.binary(max_epochs=2, patience=5, threads=1)
+    config = TrainConfig.binary(max_epochs=2, patience=5)
     a = train_model(cells, np.arange(10), np.arange(10, 16), config, seed=3)
     b = train_model(cells, np.arange(10), np.arange(10, 16), config, seed=3)
     assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]

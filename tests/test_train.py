@@ -30,7 +30,7 @@ def split(cells):
 
 @pytest.fixture(scope="module")
 def trained(cells, split):
-    config = TrainConfig.binary(max_epochs=25, patience=8, threads=2)
+    config = TrainConfig.binary(max_epochs=25, patience=8)
     return train_model(cells, split.train, split.val, config, seed=0)
 
 
@@ -59,7 +59,7 @@ def test_best_validation_weights_are_kept(cells, split):
     # exactly the best epoch's validation loss, not the last one's.
     import torch.nn.functional as F
 
-    config = TrainConfig.binary(max_epochs=12, patience=3, threads=2)
+    config = TrainConfig.binary(max_epochs=12, patience=3)
     result = train_model(cells, split.train, split.val, config, seed=4)
     x = torch.from_numpy(cells.images[split.val]).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
@@ -69,14 +69,14 @@ def test_best_validation_weights_are_kept(cells, split):
 
 
 def test_early_stopping_stops_after_patience(cells, split):
-    config = TrainConfig.binary(max_epochs=200, patience=2, threads=2, lr=1e-9)
+    config = TrainConfig.binary(max_epochs=200, patience=2, lr=1e-9)
     result = train_model(cells, split.train[:10], split.val, config, seed=0)
     assert result.epochs_run < 200
     assert result.epochs_run - result.best_epoch == 2
 
 
 def test_training_is_deterministic_from_the_seed(cells, split):
-    config = TrainConfig.binary(max_epochs=2, patience=5, threads=2)
+    config = TrainConfig.binary(max_epochs=2, patience=5)
     a = train_model(cells, split.train[:20], split.val, config, seed=7)
     b = train_model(cells, split.train[:20], split.val, config, seed=7)
     c = train_model(cells, split.train[:20], split.val, config, seed=8)
@@ -90,7 +90,7 @@ def test_multiclass_training_oversamples_and_runs():
     from leukolearn.data.synthetic import make_cells
 
     cells = make_cells(8, classes=("blast", "lymphocyte", "neutrophil"), size=SIZE, seed=2)
-    config = TrainConfig.multiclass(max_epochs=1, patience=1, threads=2, oversample_to=12)
+    config = TrainConfig.multiclass(max_epochs=1, patience=1, oversample_to=12)
     seen = []
     result = train_model(cells, np.arange(0, 24, 2), np.arange(1, 24, 2), config, seed=0,
                          on_epoch=seen.append)
@@ -115,12 +115,12 @@ def test_a_dead_network_is_restarted_from_a_new_initialisation(cells, split, mon
         return model
 
     monkeypatch.setattr(train_module, "build_model", build)
-    config = TrainConfig.binary(max_epochs=1, patience=1, threads=2, lr=1e-9, restarts=2)
+    config = TrainConfig.binary(max_epochs=1, patience=1, lr=1e-9, restarts=2)
     result = train_model(cells, split.train[:10], split.val, config, seed=0)
     assert result.restarts == 1 and not result.degenerate
     assert len(calls) == 2 and calls[0] != calls[1]
 
-    no_restart = TrainConfig.binary(max_epochs=1, patience=1, threads=2, lr=1e-9)
+    no_restart = TrainConfig.binary(max_epochs=1, patience=1, lr=1e-9)
     calls.clear()
     result = train_model(cells, split.train[:10], split.val, no_restart, seed=0)
     assert result.degenerate and result.restarts == 0 and len(calls) == 1

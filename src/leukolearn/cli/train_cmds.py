@@ -36,7 +36,6 @@ def train(
     init: str = typer.Option(TrainConfig.init, "--init", help="'keras' (Glorot, zero bias: the paper) or 'torch'.", rich_help_panel=TRAINING),
     restarts: int = typer.Option(TrainConfig.restarts, "--restarts", help="Re-initialise a network that died (constant predictions) up to N times; 0 keeps it, as the paper did.", rich_help_panel=TRAINING),
     no_augment: bool = typer.Option(False, "--no-augment", help="Switch off flips and rotations.", rich_help_panel=TRAINING),
-    threads: int = typer.Option(TrainConfig.threads, "--threads", help="CPU threads (0: torch's default).", rich_help_panel=TRAINING),
     device: str = typer.Option(TrainConfig.device, "--device", help="cpu, cuda or auto.", rich_help_panel=TRAINING),
     size: Optional[int] = SizeOpt,
     positive: Optional[str] = PositiveOpt,
@@ -57,7 +56,7 @@ def train(
                        label_table=label_table, masks=masks, keep_duplicates=keep_duplicates,
                        progress=not as_json)
     config = default_train_config(cells, max_epochs=max_epochs, patience=patience, init=init,
-                                  augment=not no_augment, threads=threads, device=device,
+                                  augment=not no_augment, device=device,
                                   restarts=restarts)
     metrics = train_and_evaluate(cells, SplitSizes(train_size, val_size, test_size), config,
                                  seed=seed, fold=fold, out_dir=out, progress=not as_json)

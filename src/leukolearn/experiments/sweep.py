@@ -4,7 +4,11 @@
 after a crash or Ctrl-C finishes exactly the missing jobs; each job depends on its own
 seed only, so the result equals an uninterrupted run. With `jobs=N` the jobs run in N
 worker processes (`experiments.workers`: the dataset reaches each worker once, never per
-job); the parent is the only process that writes the store.
+job); the parent is the only process that writes the store. A job computes the same with
+any `jobs`: every CPU training runs with the same torch thread count
+(`training.loop.TRAINING_THREADS`). What still changes its float sums, the device and the
+fused kernels, is recorded per job; a resume that will run otherwise than the stored jobs
+ran warns once (`runstore.resume.ran_otherwise`).
 
 A job whose runner raises is recorded as 'failed' with its message (scikit-learn's
 learning_curve records a failed fit as NaN and goes on; so do we) and is run again on
@@ -13,7 +17,8 @@ resume. Ctrl-C stops at once: finished jobs are already saved, running ones are 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -24,6 +29,7 @@ from leukolearn.errors import LeukolearnError
 from leukolearn.progress import progress_bar
 from leukolearn.experiments.protocol import Job, Plan, keep_classes, make_plan
 from leukolearn.experiments.workers import attempt, run_parallel
+from leukolearn.runstore.resume import HowItRan, ran_otherwise
 from leukolearn.runstore.store import DatasetInfo, RunStore
 
 METRICS = ("auc", "weighted_f1")
@@ -46,8 +52,9 @@ class JobOutcome:
     # summary can say which results needed them.
     restarts: int = 0
     # How it ran, stored with it (None: not known, e.g. a fake runner): whether the fused C
-    # kernels did the conv blocks, torch's intra-op threads in the process that trained it
-    # (the kernels' sums depend on it), and the device ("cpu", "cuda").
+    # kernels did the conv blocks, torch's intra-op threads of the training (the sums of a
+    # CPU training depend on it; fixed since training.loop.TRAINING_THREADS), and the
+    # device ("cpu", "cuda").
     kernels: bool | None = None
     threads: int | None = None
     device: str | None = None
@@ -68,11 +75,10 @@ class TrainingRunner:
     def __call__(self, cells: CellImages, job: Job) -> JobOutcome:
         from leukolearn.training.loop import train_model
 
-        # threads=0: keep the threads this process was given (a worker gets cores // jobs);
-        # the config's value is part of the run's identity, not of --jobs.
-        config = replace(self.train_config, threads=0)
-        result = train_model(cells, np.asarray(job.train_idx), np.asarray(job.val_idx), config,
-                             seed=job.seed)
+        # train_model fixes its own thread count on the CPU, so a job computes the same in
+        # the parent (--jobs 1) as in a worker (--jobs N).
+        result = train_model(cells, np.asarray(job.train_idx), np.asarray(job.val_idx),
+                             self.train_config, seed=job.seed)
         return self._outcome(cells, job, result)
 
     def run_many(self, cells: CellImages, jobs: list[Job]) -> list[JobOutcome]:
@@ -80,20 +86,41 @@ class TrainingRunner:
         process keeps a GPU busy. Each result equals its job's own training."""
         from leukolearn.training.batched import train_many
 
-        config = replace(self.train_config, threads=0)
         results = train_many(cells, [(job.train_idx, job.val_idx, job.seed) for job in jobs],
-                             config)
+                             self.train_config)
         return [self._outcome(cells, job, result) for job, result in zip(jobs, results)]
+
+    def how_it_runs(self, may_touch_cuda: bool = True) -> HowItRan | None:
+        """How this process's trainings will run: what `_outcome` records per job. None
+        when that cannot be known here: device "auto" on a CUDA build of torch when
+        `may_touch_cuda` is False, because asking CUDA initialises its driver, and worker
+        processes forked after that cannot use the GPU."""
+        import torch
+
+        from leukolearn.model import kernels
+        from leukolearn.training.loop import TRAINING_THREADS
+
+        name = self.train_config.device
+        if name == "auto":
+            if not may_touch_cuda and torch.backends.cuda.is_built():
+                return None
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        if name != "cpu":  # the kernels are CPU-only; the GPU's sums ignore the threads
+            return HowItRan(kernels=False, threads=None, device=name)
+        return HowItRan(kernels=kernels.enabled(), threads=TRAINING_THREADS, device="cpu")
 
     def _outcome(self, cells: CellImages, job: Job, result: Any) -> JobOutcome:
         import torch
 
         from leukolearn.analysis.metrics import roc_auc, weighted_f1
         from leukolearn.model import kernels
-        from leukolearn.training.loop import predict_proba, resolve_device
+        from leukolearn.training.loop import TRAINING_THREADS, predict_proba, resolve_device
 
         device = resolve_device(self.train_config.device)
         test_idx = np.asarray(job.test_idx)
+        # Inference may use this process's threads: one image's forward pass sums within
+        # the image only, and the probabilities are bit-identical with 1 to 4 threads
+        # (fused kernels and torch's layers; tests/test_determinism.py).
         probs = predict_proba(result.model, cells.images[test_idx])
         y = cells.labels[test_idx]
         if self.metric == "auc":
@@ -106,9 +133,11 @@ class TrainingRunner:
             history=result.history, model=result.model, metric_name=self.metric,
             # train_model and batched.train_many (run_many) both count restarts per job.
             restarts=result.restarts,
-            # What train_model and train_many chose: the kernels run on the CPU only.
+            # What train_model and train_many chose: the kernels run on the CPU only, with
+            # TRAINING_THREADS threads; elsewhere the threads of this process.
             kernels=device.type == "cpu" and kernels.enabled(),
-            threads=torch.get_num_threads(), device=str(device),
+            threads=TRAINING_THREADS if device.type == "cpu" else torch.get_num_threads(),
+            device=str(device),
         )
 
 
@@ -155,6 +184,10 @@ def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner,
     report = SweepReport(planned=len(plan), skipped=len(plan) - len(todo))
     if max_jobs is not None:
         todo = todo[:max_jobs]
+    if todo and finished:
+        # Asking CUDA in this process is harmless only when no workers are forked after it.
+        _warn_if_ran_otherwise(store, runner, may_touch_cuda=batch_models > 1 or jobs == 1
+                               or len(todo) <= 1)
     start = time.perf_counter()
     # The bar stays when done: the last job's line is the sweep's record on screen.
     with progress_bar(enabled=progress, transient=False, extra=("{task.fields[note]}",)) as bar:
@@ -245,6 +278,19 @@ def _check_class_counts(cells: CellImages, config: Any) -> None:
                 f"class {name!r} has {n} image(s), fewer than the {config.options.folds} folds: "
                 "some test sets would lack it and have no ROC-AUC; lower --folds or add images"
             )
+
+
+def _warn_if_ran_otherwise(store: RunStore, runner: Any, may_touch_cuda: bool) -> None:
+    """One warning when the stored jobs ran on another device, with or without the fused
+    kernels, or with other threads than the jobs this runner trains now. A runner that
+    cannot say how it runs (no `how_it_runs`, e.g. a fake one) is not checked."""
+    how_it_runs = getattr(runner, "how_it_runs", None)
+    now: HowItRan | None = how_it_runs(may_touch_cuda) if how_it_runs is not None else None
+    if now is None:
+        return
+    message = ran_otherwise(store.results(), now)
+    if message:
+        warnings.warn(f"resuming {store.path}: {message}", stacklevel=3)
 
 
 def _attempt_many(runner: Any, cells: CellImages, group: list[Job]) -> list[JobOutcome | str]:

@@ -5,12 +5,16 @@ A setting that changes what a job computes must match the stored config.json; th
 settings in `RESULT_NEUTRAL` may differ. A config stored by an older version is first
 read back through its own config class (`config_type.from_dict`), so settings added
 since take their defaults, which reproduce the old behaviour: an upgrade still resumes.
+
+How a job ran (the device, the fused kernels, torch's threads) is not a setting and may
+change on resume, but it changes the float sums of new jobs: `ran_otherwise` says so.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from leukolearn.errors import LeukolearnError
 from leukolearn.runstore.schema import DatasetInfo
@@ -68,10 +72,66 @@ def describe_dataset(info: DatasetInfo) -> str:
     return f"{info.name or '?'}: {info.n_images} images, fingerprint {info.fingerprint[:12]}"
 
 
-# Settings free to differ on resume: how fast a job runs (threads, device), not what it
-# computes, and how many of the folds are run (fold f's jobs do not depend on it, see
+# Settings free to differ on resume: the device (how fast a job runs; what it changes in
+# the float sums is recorded per job and `ran_otherwise` warns of it), "threads" (a setting
+# until every CPU training used a fixed count, kept here so the configs stored then still
+# compare), and how many of the folds are run (fold f's jobs do not depend on it, see
 # leukolearn.experiments.protocol), so a run of 3 folds can be extended to all 10.
 RESULT_NEUTRAL = {"train.threads", "train.device", "options.run_folds"}
+
+
+@dataclass(frozen=True)
+class HowItRan:
+    """How a training ran, as run.sqlite records it per job (jobs.kernels, threads, device);
+    None: not recorded, or (threads off the CPU) of no consequence."""
+
+    kernels: bool | None
+    threads: int | None
+    device: str | None
+
+
+def ran_otherwise(records: Iterable[Any], now: HowItRan) -> str | None:
+    """One sentence naming how the finished jobs `records` (`store.JobRecord`s) ran otherwise
+    than the new ones will (`now`), or None when none did. A job that did not record it
+    (a version before run.sqlite schema 3) counts as the same: nothing is known."""
+    records = list(records)
+    stored: dict[str, set] = {"device": set(), "kernels": set(), "threads": set()}
+    differing = 0
+    for r in records:
+        parts = _differences(HowItRan(r.kernels, r.threads, r.device), now)
+        for name, value in parts:
+            stored[name].add(value)
+        differing += bool(parts)
+    if not differing:
+        return None
+    names = [name for name in stored if stored[name]]
+    then = ", ".join(_describe(name, sorted(stored[name])) for name in names)
+    here = ", ".join(_describe(name, [getattr(now, name)]) for name in names)
+    return (f"{differing} of the {len(records)} finished jobs ran with {then}; this process "
+            f"trains with {here}: new jobs will differ from those in the last float digits "
+            "(the same steps, summed in another order, which training can grow into another "
+            "metric)")
+
+
+def _differences(then: HowItRan, now: HowItRan) -> list[tuple[str, Any]]:
+    out = []
+    for name in ("device", "kernels"):
+        a, b = getattr(then, name), getattr(now, name)
+        if a is not None and b is not None and a != b:
+            out.append((name, a))
+    # Threads change the sums of a CPU training only.
+    if then.device == now.device == "cpu" and None not in (then.threads, now.threads) \
+            and then.threads != now.threads:
+        out.append(("threads", then.threads))
+    return out
+
+
+def _describe(name: str, values: list) -> str:
+    if name == "device":
+        return "device " + " / ".join(map(str, values))
+    if name == "kernels":
+        return "fused kernels " + " / ".join("on" if v else "off" for v in values)
+    return "torch threads " + " / ".join(map(str, values))
 
 
 def _upgrade(stored: dict, config_type: ConfigType | None) -> dict:

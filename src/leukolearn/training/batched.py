@@ -47,7 +47,8 @@ from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import ModelConfig, build_model
 from leukolearn.training.config import TrainConfig
-from leukolearn.training.loop import (EarlyStopping, TrainResult, finish, resolve_device, to_tensor, train_with_restarts)
+from leukolearn.training.loop import (EarlyStopping, TrainResult, finish, resolve_device, to_tensor,
+                                     train_with_restarts, training_threads)
 
 BatchJob = tuple[Sequence[int], Sequence[int], int]  # (train_idx, val_idx, seed)
 _VAL_CHUNK = 128
@@ -67,15 +68,14 @@ def train_many(cells: CellImages, jobs: Sequence[BatchJob], config: TrainConfig,
     for train_idx, val_idx, _ in jobs:
         if len(train_idx) == 0 or len(val_idx) == 0:
             raise LeukolearnError("training and validation sets must not be empty")
-    if config.threads:
-        torch.set_num_threads(config.threads)
     dev = device if isinstance(device, torch.device) else resolve_device(device or config.device)
 
     def attempt(todo, seeds):  # the jobs still dead, trained together again
         return _train_once_many(cells, [(jobs[i][0], jobs[i][1], s) for i, s in zip(todo, seeds)],
                                 config, dev)
 
-    return train_with_restarts([seed for _, _, seed in jobs], config.restarts, attempt)
+    with training_threads(dev):  # as train_model: a fixed thread count on the CPU
+        return train_with_restarts([seed for _, _, seed in jobs], config.restarts, attempt)
 
 
 @dataclass

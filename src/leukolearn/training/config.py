@@ -20,7 +20,6 @@ class TrainConfig:
     augment: bool = True
     init: str = "keras"  # "keras" (Glorot, zero bias; the paper) | "torch"
     oversample_to: int | None = None  # multiclass: top every class up to this many images
-    threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
     # A tiny ReLU network can die early (constant output; ~1 in 5 paper trainings here).
     # The paper's protocol keeps such a run; restarts > 0 re-initialises it instead.
@@ -36,8 +35,6 @@ class TrainConfig:
             raise LeukolearnError("learning rate must be positive")
         if self.restarts < 0:
             raise LeukolearnError(f"restarts must be 0 or more, got {self.restarts}")
-        if self.threads < 0:
-            raise LeukolearnError(f"threads must be 0 (torch's default) or more, got {self.threads}")
 
     @classmethod
     def binary(cls, **overrides) -> "TrainConfig":
@@ -52,4 +49,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        return cls(**data)
+        # "threads" (torch's intra-op threads) was a setting until every CPU training ran
+        # with a fixed count (`training.loop.TRAINING_THREADS`); configs and model files
+        # stored before still hold it, and it no longer changes anything.
+        return cls(**{k: v for k, v in data.items() if k not in _RETIRED})
+
+
+_RETIRED = ("threads",)  # stored by older versions, ignored when read back

@@ -7,6 +7,13 @@ added after the square root, which is also how torch.optim.RMSprop adds it) for 
 tasks, Adam lr 1e-4 for multiclass. One epoch is one pass over the (augmented, possibly
 oversampled) training set. Knows nothing about folds: the protocol picks the indices.
 
+Threads. Every CPU training runs with `TRAINING_THREADS` torch intra-op threads, whatever
+the caller, `--jobs` or the machine set (`training_threads`): the thread count changes
+the float summation order of torch's layers and of the fused kernels (which split a batch
+over torch's thread count), and RMSprop carries that difference through hundreds of steps
+to the weights (up to 0.18 in a job's AUC between `--jobs 1` and `--jobs 2`). With the
+count fixed, a result depends on the config, the data, the device and the kernels only.
+
 The bookkeeping around the epochs -- early stopping, the best weights, the history, the
 dead-network check, restart seeds and the TrainResult -- lives here once (`EarlyStopping`,
 `train_with_restarts`, `finish`) and `batched.train_many` runs the same code for each
@@ -14,10 +21,11 @@ network of its stack: a rule changed here changes both paths, so they cannot dri
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +52,29 @@ class TrainResult:
 
 
 EpochCallback = Callable[[dict], None]
+
+# One, not "as many as there are cores": a step is a batch of 5 small images, too little
+# work to share. Measured on the 2-core development machine: 2.29 ms per image-step with
+# 1 thread against 2.55 ms with 2 (and 1.9 against 6.7 ms while other processes were
+# busy), so a sweep gets its speed from --jobs, one training per core.
+TRAINING_THREADS = 1
+
+
+@contextlib.contextmanager
+def training_threads(device: torch.device) -> Iterator[int]:
+    """torch's intra-op threads set to TRAINING_THREADS for a CPU training, the caller's
+    count restored afterwards (also after an error or Ctrl-C); yields the count the
+    training runs with. On another device the caller's setting is left alone: the
+    GPU's sums do not depend on it."""
+    before = torch.get_num_threads()
+    if device.type != "cpu":
+        yield before
+        return
+    torch.set_num_threads(TRAINING_THREADS)
+    try:
+        yield TRAINING_THREADS
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -77,14 +108,13 @@ def train_model(
     train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise LeukolearnError("training and validation sets must not be empty")
-    if config.threads:
-        torch.set_num_threads(config.threads)
 
     def attempt(_, seeds):
         return [_train_once(cells, train_idx, val_idx, config, seed=seeds[0], progress=progress,
                             on_epoch=on_epoch)]
 
-    return train_with_restarts([seed], config.restarts, attempt)[0]
+    with training_threads(resolve_device(config.device)):
+        return train_with_restarts([seed], config.restarts, attempt)[0]
 
 
 def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
@@ -220,7 +250,7 @@ def predict_proba(model: PaperCNN, images: np.ndarray, batch_size: int = 64) -> 
     fused = _use_kernels(device)
     model.eval()
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), _dense_layers_at_fixed_threads(model, device):
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             if fused and chunk.dtype == np.uint8:  # the first kernel reads (B, H, W, 3) as is
@@ -231,6 +261,37 @@ def predict_proba(model: PaperCNN, images: np.ndarray, batch_size: int = 64) -> 
     if not out:
         return np.zeros((0, model.config.n_classes), dtype=np.float32)
     return np.concatenate(out)
+
+
+@contextlib.contextmanager
+def _dense_layers_at_fixed_threads(model: PaperCNN, device: torch.device) -> Iterator[None]:
+    """In `model`'s forward passes on the CPU within this block, its two dense layers run
+    with TRAINING_THREADS threads and the conv blocks with the caller's, so probabilities
+    do not depend on the caller's threads and inference keeps their speed.
+
+    Why there: MKL's matrix product picks another kernel for 5 to 11 rows at 2 threads than
+    at 1 (the hidden layer's outputs then differ by 1 ulp; measured on torch 2.13 + MKL
+    2024.2), while a conv block sums within one image: the fused kernels split the images,
+    not the sums, over threads, and torch's layers gave bit-identical maps with 1 to 4."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+
+    def pin(*_):
+        torch.set_num_threads(TRAINING_THREADS)
+
+    def unpin(*_):
+        torch.set_num_threads(before)
+
+    handles = [model.hidden.register_forward_pre_hook(pin),
+               model.classifier.register_forward_hook(unpin)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        torch.set_num_threads(before)
 
 
 def _make_optimizer(model: PaperCNN, config: TrainConfig) -> torch.optim.Optimizer:
