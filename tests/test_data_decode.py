@@ -112,6 +112,24 @@ def test_bad_files_raise_bad_file_error_naming_the_file(tmp_path, name, cell_ima
     assert name in str(err.value) and err.value.path == tmp_path / name
 
 
+def test_count_pages_and_first_page_decoded(tmp_path, cell_image):
+    frames = [cell_image(20, 30, 30), cell_image(21, 30, 30), cell_image(22, 30, 30)]
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack(frames))  # 3 pages
+    Image.fromarray(frames[0]).save(tmp_path / "anim.png", save_all=True,
+                                    append_images=[Image.fromarray(frames[1])])  # APNG
+    Image.fromarray(frames[0]).save(tmp_path / "one.jpg")
+    counts = {n: decode.count_pages(tmp_path / n) for n in ("stack.tif", "anim.png", "one.jpg")}
+    assert counts == {"stack.tif": 3, "anim.png": 2, "one.jpg": 1}
+    for name in ("stack.tif", "anim.png"):  # page 0, the first, is the one decoded
+        np.testing.assert_array_equal(read_image(tmp_path / name), frames[0])
+
+
+@pytest.mark.parametrize("name", ["empty.png", "text.png", "corrupt.tif"])
+def test_count_pages_of_a_bad_file_is_one(tmp_path, name, cell_image):
+    _write_bad(tmp_path, name, cell_image)  # read_image says what is wrong, not the count
+    assert decode.count_pages(tmp_path / name) == 1
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(BadFileError, match="nothere.png"):
         read_image(tmp_path / "nothere.png")

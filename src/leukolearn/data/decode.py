@@ -4,7 +4,9 @@ The policy, in one place (bump `DECODE_POLICY_VERSION` when it changes, so cache
 made under the old policy are not reused):
 
 - JPEG, PNG and BMP are read with Pillow, TIFF with tifffile (Pillow does not read the
-  16-bit or many-sample TIFFs microscopes write). Only the first page of a TIFF is used.
+  16-bit or many-sample TIFFs microscopes write). Only the first page (page 0) of a
+  multi-page TIFF, or the first frame of an animated PNG, is used; `count_pages` says
+  how many a file holds, so that `load_dataset` can warn.
 - Alpha is dropped, not composited: AML-Cytomorphology_LMU stores a constant alpha of
   255, and compositing onto a guessed background colour would invent pixels.
 - Gray (2-D or one channel) is repeated into three channels; gray + alpha becomes gray.
@@ -52,6 +54,24 @@ def read_image(path: str | Path) -> np.ndarray:
         raise BadFileError(path, "empty file (0 bytes)")
     pixels = _read_tiff(path) if head in TIFF_MAGIC else _read_with_pillow(path)
     return to_rgb_uint8(pixels, path)
+
+
+def count_pages(path: str | Path) -> int:
+    """Pages (TIFF) or frames (animated PNG, MPO JPEG) in a file, from its headers only;
+    1 when they cannot be read (`read_image` then says why). A second, cheap opening of
+    the file, so that `read_image` stays the one decoder (and its one result, pixels)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head in TIFF_MAGIC:
+            with tifffile.TiffFile(path) as tif:
+                return max(1, len(tif.pages))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:  # see module docstring: decoders raise many types; counting advises
+        return 1
 
 
 def _read_tiff(path: Path) -> np.ndarray:
