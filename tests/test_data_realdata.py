@@ -1,4 +1,6 @@
 """The loaders on the real images in ../shared/data (skipped when it is absent)."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -31,16 +33,26 @@ def test_all_idb2_inspect_finds_the_duplicates(shared_data):
     assert set(CLEAR_PAIRS) <= found
     # 14 pairs at the tuned threshold (duplicates.py): 12 groups, 13 images dropped.
     assert len(found) == 14 and report["n_after_dedupe"] == 247
+    # Both distance-0 pairs (1/67, 223/257) share a label: duplicates, not label conflicts;
+    # 103 px (2.5x to 257) is not tiny and 78x103 is the most elongated: no warning.
+    assert report["label_conflicts"] == [] and report["warnings"] == []
+    assert {(a, b) for a, b, d in report["duplicate_pairs"] if d == 0} == {
+        ("Im001_1", "Im067_1"), ("Im223_0", "Im257_0")}
 
 
 def test_all_idb2_load_drops_duplicates(shared_data):
-    cells = load_dataset("all-idb2", shared_data / "all-idb2-103px", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the real data loads without a word
+        cells = load_dataset("all-idb2", shared_data / "all-idb2-103px", progress=False)
     assert cells.images.shape == (247, 257, 257, 3)
     assert not {b for _, b in CLEAR_PAIRS} & set(cells.image_ids)
     assert {a for a, _ in CLEAR_PAIRS} <= set(cells.image_ids)
 
 
 def test_all_idb2_masks(shared_data):
+    report = inspect_dataset("all-idb2", shared_data / "all-idb2-103px",
+                             masks_dir=shared_data / "all-idb2-masks", progress=False)
+    assert report["bad_files"] == [] and report["warnings"] == []  # every mask found
     cells = load_dataset("all-idb2", shared_data / "all-idb2-103px",
                          masks_dir=shared_data / "all-idb2-masks", dedupe=False, progress=False)
     assert cells.masks.shape == (260, 257, 257)
@@ -56,6 +68,8 @@ def test_aml_lmu_sample(shared_data):
     assert report["class_counts"]["MYO"] == 5
     assert report["binary_counts"] == {"other": 40, "blast": 5}
     assert report["image_sizes"] == {"400x400": 45}
+    # single-page RGBA TIFFs: no multi-page warning, and no label conflict
+    assert report["warnings"] == [] and report["label_conflicts"] == []
 
 
 def test_pbc_subset(shared_data):
@@ -63,3 +77,4 @@ def test_pbc_subset(shared_data):
     assert report["n_images"] == 2400 and report["bad_files"] == []
     assert len(report["class_counts"]) == 8
     assert set(report["class_counts"].values()) == {300}
+    assert report["warnings"] == [] and report["label_conflicts"] == []

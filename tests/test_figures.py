@@ -14,14 +14,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from leukolearn.report import (  # noqa: E402
-    auc_vs_size,
-    confusion_matrix_percent,
-    loss_curves,
-    mean_roc,
-    paper_reference,
-    save_figure,
-)
+from leukolearn.report.figures import (  # noqa: E402
+    auc_vs_size, confusion_matrix_percent, loss_curves, mean_roc)
+from leukolearn.report.paper_values import paper_reference  # noqa: E402
+from leukolearn.report.style import save_figure  # noqa: E402
 
 
 def _history(n_epochs=60, seed=0):

@@ -37,7 +37,7 @@ _API = {
     "CellImages": ("leukolearn.data.cellimages", "CellImages"),
     "load_dataset": ("leukolearn.data.dataset", "load_dataset"),
     "inspect_dataset": ("leukolearn.data.dataset", "inspect_dataset"),
-    "TrainConfig": ("leukolearn.training.loop", "TrainConfig"),
+    "TrainConfig": ("leukolearn.training.config", "TrainConfig"),
     "train_model": ("leukolearn.training.loop", "train_model"),
     "SweepConfig": ("leukolearn.experiments.presets", "SweepConfig"),
     "get_preset": ("leukolearn.experiments.presets", "get_preset"),

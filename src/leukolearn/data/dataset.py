@@ -6,27 +6,30 @@
     report = inspect_dataset("folder", "data/PBC")                  # counts, sizes, problems
 
 Loaders (one per layout, in `loaders`) only list files and labels; every layout then
-shares the same decoding policy (`decode`), cache (`cache`) and duplicate finder
-(`duplicates`).
+shares the same decoding policy (`decode`), cache (`cache`), duplicate finder
+(`duplicates`) and checks (`checks`): suspicious images are a `DataWarning` each kind,
+one cell under two labels is an error.
 """
 from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from leukolearn.data.cellimages import CellImages, DatasetSource, derive_fingerprint
 from leukolearn.data import cache as cache_mod
-from leukolearn.data.decode import (DECODE_POLICY_VERSION, fit_mask_to_square, fit_to_square,
-                                    read_image, read_mask)
+from leukolearn.data.checks import DataWarning, conflicts_error, image_warnings, review_duplicates
+from leukolearn.data.decode import (DECODE_POLICY_VERSION, count_pages, fit_mask_to_square,
+                                    fit_to_square, read_image, read_mask)
 from leukolearn.data.duplicates import (HASH_BITS, HASH_VERSION, duplicate_groups,
                                         duplicates_to_drop, find_duplicate_pairs,
                                         perceptual_hash)
@@ -35,7 +38,8 @@ from leukolearn.data.loaders import AML_CLASSES, LOADERS, Entry, Listing, regist
 from leukolearn.errors import BadFileError, LeukolearnError
 from leukolearn.progress import track
 
-__all__ = ["AML_BLASTS", "AML_CLASSES", "inspect_dataset", "list_datasets", "load_dataset", "register_loader"]
+__all__ = ["AML_BLASTS", "AML_CLASSES", "DataWarning", "inspect_dataset", "list_datasets",
+           "load_dataset", "register_loader"]
 
 _MASK_ASPECT_TOLERANCE = 0.03  # masks may be at another resolution, not another shape
 _MAX_THREADS = 8
@@ -64,15 +68,27 @@ def load_dataset(name: str, root: str | Path, *, size: int | None = None,
         (dedupe=False), near-copies share a group id, for grouped splits.
     cache: reuse / store decoded arrays (see `leukolearn.data.cache`).
 
-    Raises LeukolearnError for a bad option or an empty dataset, and BadFileError naming
-    the first file that cannot be used (nothing is cached then).
+    Raises LeukolearnError for a bad option or an empty dataset, BadFileError naming the
+    first file that cannot be used (nothing is cached then), and BadFileError naming both
+    files of one cell under two labels (see `checks`). Tiny, elongated or multi-page
+    images and near-duplicates under different labels load, with one `DataWarning` per
+    kind.
     """
     listing, size = _list(name, root, size, label_table, masks_dir, allow_outside_root)
     if listing.bad:
         raise listing.bad[0]
+    if listing.conflicts:
+        raise conflicts_error(listing.conflicts)
     decoded = _decode(listing, size, cache=cache, progress=progress, keep_going=False)
     n = len(listing.entries)
     pairs = find_duplicate_pairs(decoded.hashes)
+    conflicts, notes = review_duplicates(listing.entries, pairs,
+                                         decoded.fitted_row(listing, size), dedupe=dedupe)
+    if conflicts:
+        raise conflicts_error(conflicts)
+    for message in image_warnings([e.image_id for e in listing.entries], decoded.sizes,
+                                  decoded.pages, decoded.ok, size) + notes:
+        warnings.warn(message, DataWarning, stacklevel=2)
     keep = np.arange(n)
     if dedupe:
         keep = np.setdiff1d(keep, duplicates_to_drop(n, pairs))
@@ -106,7 +122,9 @@ def load_dataset(name: str, root: str | Path, *, size: int | None = None,
         name=name, root=str(Path(root).resolve()), load_options={
             "size": size, "positive": ",".join(positive) if positive is not None else None,
             "multiclass": positive is None,
-            "label_table": str(label_table) if label_table else None, "dedupe": dedupe}))
+            "label_table": str(label_table) if label_table else None, "dedupe": dedupe,
+            # only when given, so that the options of every other load stay as they were
+            **({"allow_outside_root": True} if allow_outside_root else {})}))
 
 
 def inspect_dataset(name: str, root: str | Path, *, size: int | None = None,
@@ -114,12 +132,16 @@ def inspect_dataset(name: str, root: str | Path, *, size: int | None = None,
                     label_table: str | Path | None = None, masks_dir: str | Path | None = None,
                     allow_outside_root: bool = False, dedupe: bool = True, cache: bool = True,
                     progress: bool = True) -> dict:
-    """What `load_dataset` would see, as a JSON-serialisable dict; bad files are listed
-    (`bad_files`) instead of stopping. Options as for `load_dataset`."""
+    """What `load_dataset` would see, as a JSON-serialisable dict; bad files
+    (`bad_files`), label conflicts (`label_conflicts`) and the warnings `load_dataset`
+    would give (`warnings`) are listed instead of stopping or warning. Options as for
+    `load_dataset`."""
     listing, size = _list(name, root, size, label_table, masks_dir, allow_outside_root)
     decoded = _decode(listing, size, cache=cache, progress=progress, keep_going=True)
     entries, ok = listing.entries, decoded.ok
     pairs = find_duplicate_pairs(decoded.hashes, valid=ok)
+    conflicts, notes = review_duplicates(entries, pairs, decoded.fitted_row(listing, size),
+                                         dedupe=dedupe)
     dropped = duplicates_to_drop(len(entries), pairs) if dedupe else np.array([], np.int64)
     labels = Counter(e.label for e, good in zip(entries, ok) if good)
     sizes = Counter(f"{w}x{h}" for (w, h), good in zip(decoded.sizes.tolist(), ok) if good)
@@ -135,6 +157,9 @@ def inspect_dataset(name: str, root: str | Path, *, size: int | None = None,
         "n_after_dedupe": int(ok.sum()) - len(dropped),
         "bad_files": [{"path": str(e.path), "problem": e.problem}
                       for e in listing.bad + decoded.bad],
+        "label_conflicts": [c.as_dict() for c in listing.conflicts + conflicts],
+        "warnings": image_warnings([e.image_id for e in entries], decoded.sizes,
+                                   decoded.pages, ok, size) + notes,
     }
     if positive is not None:
         chosen = _present_positive(positive, listing)
@@ -207,10 +232,22 @@ class _Decoded:
     masks: np.ndarray | None  # (N, S, S) uint8 region codes
     sizes: np.ndarray  # (N, 2) original width, height
     hashes: np.ndarray  # (N, HASH_BITS) bool perceptual hashes of the originals
+    pages: np.ndarray  # (N,) pages or frames in each file (page 0 is decoded)
     ok: np.ndarray  # (N,) bool: decoded without error
     bad: list[BadFileError]
     key: str | None = None  # cache entry holding the arrays
     pixels_key: str | None = None  # like key, but of the images alone (no masks)
+
+    def fitted_row(self, listing: Listing, size: int) -> Callable[[int], np.ndarray | None]:
+        """i -> image i at the model input: a row of `images`, or decoded again where
+        inspect kept no images (bad files; None if it no longer decodes). Asked for the
+        images of a few duplicate pairs only."""
+        def fitted(i: int) -> np.ndarray | None:
+            if self.images is not None:
+                return np.asarray(self.images[i])
+            result = _decode_one(listing.entries[i], size)
+            return None if isinstance(result, BadFileError) else result[0]
+        return fitted
 
     def rows(self, name: str, index: np.ndarray) -> np.ndarray:
         """Rows of images or masks, kept memory-mapped when the arrays are cached."""
@@ -232,10 +269,11 @@ def _decode(listing: Listing, size: int, *, cache: bool, progress: bool,
     n, with_masks = len(entries), any(e.mask_path is not None for e in entries)
     key, pixels_key = _cache_keys(listing, size, keep_going, progress) if cache else (None, None)
     if key is not None and (hit := cache_mod.lookup(key)) is not None:
-        return _Decoded(hit["images"], hit.get("masks"), hit["sizes"], hit["hashes"],
+        pages = hit["pages"] if "pages" in hit else _backfill_pages(key, entries)
+        return _Decoded(hit["images"], hit.get("masks"), hit["sizes"], hit["hashes"], pages,
                         np.ones(n, bool), [], key, pixels_key)
     specs = {"images": ((n, size, size, 3), np.uint8), "sizes": ((n, 2), np.int32),
-             "hashes": ((n, HASH_BITS), np.bool_)}
+             "hashes": ((n, HASH_BITS), np.bool_), "pages": ((n,), np.int32)}
     if with_masks:
         specs["masks"] = ((n, size, size), np.uint8)
     writer = cache_mod.EntryWriter(key, specs) if key is not None else None
@@ -249,17 +287,38 @@ def _decode(listing: Listing, size: int, *, cache: bool, progress: bool,
                     raise result
                 bad.append(result)
                 continue
-            arrays["images"][i], arrays["sizes"][i], arrays["hashes"][i], mask = result
+            (arrays["images"][i], arrays["sizes"][i], arrays["hashes"][i], arrays["pages"][i],
+             mask) = result
             if mask is not None:
                 arrays["masks"][i] = mask
             ok[i] = True
         if writer is not None and not bad:
             arrays, key = writer.commit(), writer.key
         elif writer is not None:  # inspect with bad files: keep the small arrays only
-            arrays = {k: np.array(arrays[k]) for k in ("sizes", "hashes")}
+            arrays = {k: np.array(arrays[k]) for k in ("sizes", "hashes", "pages")}
             key = pixels_key = None
     return _Decoded(arrays.get("images"), arrays.get("masks"), arrays["sizes"],
-                    arrays["hashes"], ok, bad, key, pixels_key)
+                    arrays["hashes"], arrays["pages"], ok, bad, key, pixels_key)
+
+
+def _backfill_pages(key: str, entries: list[Entry]) -> np.ndarray:
+    """Page counts for a cache entry written before they were stored (older versions), from the
+    files' headers, then added to the entry. Not a new decode policy version: that would
+    change the fingerprint of every existing run."""
+    pages = np.array([count_pages(e.path) for e in entries], dtype=np.int32)
+    target = cache_mod.cache_root() / "arrays" / key / "pages.npy"
+    # Own temporary name (pid), not matching *.npy, as cache.entry_rows does: two loads
+    # may backfill the same entry at once, and lookup() must never see a half file.
+    tmp = target.with_name(f".pages.npy.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, pages)
+        os.replace(tmp, target)
+    except OSError:  # a read-only cache still loads; the count is made again next time
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return pages
 
 
 def _cache_keys(listing: Listing, size: int, keep_going: bool,
@@ -293,11 +352,13 @@ def _decode_each(entries: list[Entry], size: int) -> Iterator:
 
 
 def _decode_one(entry: Entry, size: int):
-    """(fitted image, (width, height), hash, fitted mask or None), or the BadFileError."""
+    """(fitted image, (width, height), hash, pages, fitted mask or None), or the
+    BadFileError."""
     try:
-        img = read_image(entry.path)
+        img, pages = read_image(entry.path), count_pages(entry.path)
         mask = None if entry.mask_path is None else _fitted_mask(entry.mask_path, img.shape, size)
-        return fit_to_square(img, size), (img.shape[1], img.shape[0]), perceptual_hash(img), mask
+        return (fit_to_square(img, size), (img.shape[1], img.shape[0]), perceptual_hash(img),
+                pages, mask)
     except BadFileError as e:
         return e
 

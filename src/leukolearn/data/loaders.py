@@ -37,13 +37,37 @@ class Entry:
     mask_path: Path | None = None
 
 
+@dataclass(frozen=True)
+class LabelConflict:
+    """One cell under two labels: both files, their labels, and how they were matched
+    (`why`, e.g. "identical files"). Training on it teaches the network noise, and dropping
+    one copy as a duplicate would pick a label silently, so it is an error."""
+    first: Path
+    first_label: str
+    second: Path
+    second_label: str
+    why: str
+
+    def error(self) -> BadFileError:
+        return BadFileError(self.second, f"same cell as {self.first} ({self.why}), but "
+                                         f"labelled {self.second_label!r} here and "
+                                         f"{self.first_label!r} there (one cell, one label: "
+                                         "remove the wrong copy)")
+
+    def as_dict(self) -> dict:
+        return {"paths": [str(self.first), str(self.second)],
+                "labels": [self.first_label, self.second_label], "problem": self.error().problem}
+
+
 @dataclass
 class Listing:
-    """What a loader found: images in order, class names (label order) and bad files."""
+    """What a loader found: images in order, class names (label order), bad files, and
+    label conflicts the names alone reveal (decoding finds the others)."""
     entries: list[Entry]
     class_names: tuple[str, ...]
     bad: list[BadFileError] = field(default_factory=list)
     known_classes: tuple[str, ...] = ()  # classes the layout defines, present or not
+    conflicts: list[LabelConflict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -122,28 +146,51 @@ def list_all_idb2(root: Path, label_table: Path | None = None,
     if masks_dir is not None:
         _require_dir(Path(masks_dir))
     bad: list[BadFileError] = []
-    entries = []
+    entries, conflicts, missing_masks = [], [], []
+    by_number: dict[int, Entry] = {}  # ImNNN -> its first file
     for path in image_files(root, bad):
         match = _ALL_IDB2_NAME.match(path.stem)
         if match is None:
             bad.append(BadFileError(path, "not named like ALL-IDB2 (ImNNN_L, L = 0 or 1)"))
             continue
         label = "blast" if match.group(2) == "1" else "healthy"
-        mask = _find_mask(Path(masks_dir), path.stem, bad) if masks_dir else None
-        entries.append(Entry(path, as_text(path.stem), label, mask_path=mask))
+        mask = _find_mask(Path(masks_dir), path.stem) if masks_dir else None
+        if masks_dir and mask is None:
+            missing_masks.append(f"{path.stem}.tif")
+        entry = Entry(path, as_text(path.stem), label, mask_path=mask)
+        entries.append(entry)
+        # ALL-IDB2 numbers each cell once; Im001_0 beside Im001_1 is one cell under both
+        # labels (Im001_1.jpg beside Im001_1.tif is one id twice, a bad file found later).
+        first = by_number.setdefault(int(match.group(1)), entry)
+        if first.label != label:
+            conflicts.append(LabelConflict(first.path, first.label, path, label,
+                                           f"same ALL-IDB2 image number {match.group(1)}"))
+    if missing_masks:
+        # One line, not one per image: a wrong --masks folder misses them all.
+        shown = ", ".join(missing_masks[:3]) + (", ..." if len(missing_masks) > 3 else "")
+        bad.append(BadFileError(masks_dir, f"no mask for {len(missing_masks)} of "
+                                           f"{len(entries)} images in this folder (first "
+                                           f"missing: {shown}); a mask is named like its "
+                                           "image, ending .tif, .tiff or .png"))
     if label_table is None:
-        return Listing(entries, ("healthy", "blast"), bad)
-    cell_types = _read_label_table(Path(label_table), [e.image_id for e in entries])
-    entries = [Entry(e.path, e.image_id, cell_types[e.image_id], mask_path=e.mask_path)
-               for e in entries]
-    return Listing(entries, tuple(sorted(set(cell_types.values()))), bad)
+        return Listing(entries, ("healthy", "blast"), bad, conflicts=conflicts)
+    # The table is keyed by image number: each number's first file stands for it, so a
+    # number under both labels stays a listed conflict, not a missing table row.
+    number = {e.image_id: int(_ALL_IDB2_ID.match(e.image_id).group(1))  # type: ignore[union-attr]
+              for e in entries}
+    firsts: dict[int, str] = {}
+    for e in entries:
+        firsts.setdefault(number[e.image_id], e.image_id)
+    cell_types = _read_label_table(Path(label_table), list(firsts.values()))
+    entries = [Entry(e.path, e.image_id, cell_types[firsts[number[e.image_id]]],
+                     mask_path=e.mask_path) for e in entries]
+    return Listing(entries, tuple(sorted(set(cell_types.values()))), bad, conflicts=conflicts)
 
 
-def _find_mask(masks_dir: Path, stem: str, bad: list[BadFileError]) -> Path | None:
+def _find_mask(masks_dir: Path, stem: str) -> Path | None:
     for ext in (".tif", ".tiff", ".png"):
         if (masks_dir / f"{stem}{ext}").is_file():
             return masks_dir / f"{stem}{ext}"
-    bad.append(BadFileError(masks_dir / f"{stem}.tif", "mask not found"))
     return None
 
 
@@ -259,6 +306,10 @@ def _list_class_folders(root: Path, folders: list[Path], ids: str) -> Listing:
 
 # --- CSV manifest --------------------------------------------------------------------------
 
+# Both spellings: the same message reaches CLI users and Python callers.
+_OUTSIDE_HINT = "(--allow-outside-root, or allow_outside_root=True in Python, permits it)"
+
+
 @register_loader("manifest", "a CSV with columns path, label and optional group", 257)
 def list_manifest(root: Path, allow_outside_root: bool = False) -> Listing:
     """`root` is the CSV; paths are relative to its folder and may not leave it
@@ -293,15 +344,14 @@ def list_manifest(root: Path, allow_outside_root: bool = False) -> Listing:
         normal = os.path.normpath(rel)
         if (os.path.isabs(normal) or normal.split(os.sep)[0] == "..") and not allow_outside_root:
             raise LeukolearnError(f"{where}: {rel} is outside the manifest's folder "
-                                  "(allow_outside_root=True permits it)")
+                                  f"{_OUTSIDE_HINT}")
         if normal in seen:
             raise LeukolearnError(f"{where}: {rel} is listed twice")
         seen.add(normal)
         path = base / normal
         if not allow_outside_root and not _resolves_inside(path, base):
             raise LeukolearnError(f"{where}: {rel} is a symbolic link (or lies in one) that "
-                                  "leads outside the manifest's folder "
-                                  "(allow_outside_root=True permits it)")
+                                  f"leads outside the manifest's folder {_OUTSIDE_HINT}")
         if not path.is_file():
             bad.append(BadFileError(root, f"row {k}: image {rel} not found"))
             continue

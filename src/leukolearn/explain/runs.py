@@ -1,17 +1,17 @@
 """Looking inside a run's networks: the glue between a run store and the explanation
-modules (`explain`, `lrp`, `embed`, `focus`).
+modules (`saliency`, `lrp`, `embed`, `focus`).
 
 A run stores indices, not pixels, so every analysis first reloads the run's dataset
 exactly as the sweep saw it (`reload_cells`: same loader, options, class filter and
 shortcut variant; the decoded-array cache makes it fast) and refuses when the content
-fingerprint differs. The per-model measures over a whole run (`inside_measures`) keep
+fingerprint differs. The per-model measures over a whole run (`explain.measures`) keep
 one CSV row per job and reuse rows of jobs already measured, so a second call on a
 growing sweep measures only the new jobs.
 """
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -91,8 +91,7 @@ def cell_types(store: RunStore, cells: CellImages) -> list[str]:
 
 
 def _with_masks(cells: CellImages, masks: np.ndarray | None) -> CellImages:
-    return CellImages(cells.images, cells.labels, cells.class_names, cells.image_ids,
-                      masks=masks, groups=cells.groups, fingerprint=cells.fingerprint)
+    return replace(cells, masks=masks)  # the same images: fingerprint and source stay
 
 
 # --------------------------------------------------------------------------- jobs and models

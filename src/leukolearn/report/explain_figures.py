@@ -31,7 +31,7 @@ def explain_figure(grid, *, title: str | None = None) -> Figure:
     (|gradient|, grey: bright = relevant) and its LRP map (bwr, symmetric: red for, blue
     against the predicted class). Each map has its own scale, up to its 99.5th percentile
     of |value| (a few hot pixels would otherwise leave the rest invisible); a model whose
-    map is zero everywhere (a dead network) says so. `grid`: `inside_measures.ExplainGrid`."""
+    map is zero everywhere (a dead network) says so. `grid`: `explain.measures.ExplainGrid`."""
     n_rows, n_sizes = len(grid.image_ids), len(grid.sizes)
     panel = 0.78
     with mpl.rc_context(RC):
@@ -86,7 +86,7 @@ def _bare(ax) -> None:
 # --------------------------------------------------------------------------- Fig 5
 def tsne_figure(panels: Sequence, class_names: Sequence[str], *, title: str | None = None
                 ) -> Figure:
-    """One tSNE panel per model (`inside_measures.EmbedPanel`), points coloured by class;
+    """One tSNE panel per model (`explain.measures.EmbedPanel`), points coloured by class;
     the fold's test images are ringed, the others were left out of that training set."""
     n = len(panels)
     with mpl.rc_context(RC):
