@@ -26,6 +26,11 @@ MasksOpt = typer.Option(None, "--masks", help="ALL-IDB2: folder of expert masks.
                         rich_help_panel=DATA)
 NoDedupeOpt = typer.Option(False, "--keep-duplicates", help="Keep near-duplicate images "
                            "(by default one of each pair is dropped).", rich_help_panel=DATA)
+AllowOutsideRootOpt = typer.Option(
+    False, "--allow-outside-root", help="manifest only: let the CSV name images outside its "
+    "own folder (absolute paths, ../, symbolic links that lead out). Off by default, so that "
+    "a manifest from elsewhere reads only files beside it and the dataset stays one folder "
+    "you can move or share.", rich_help_panel=DATA)
 
 def split_csv(text: Optional[str]) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
@@ -34,7 +39,8 @@ def split_csv(text: Optional[str]) -> list[str] | None:
 def load_cells(dataset: str, root: Path, *, size: Optional[int] = None,
                positive: Optional[str] = None, multiclass: bool = False,
                label_table: Optional[Path] = None, masks: Optional[Path] = None,
-               keep_duplicates: bool = False, progress: bool = True) -> CellImages:
+               keep_duplicates: bool = False, allow_outside_root: bool = False,
+               progress: bool = True) -> CellImages:
     """Load a dataset as the CLI's options describe it (binary unless --multiclass)."""
     from leukolearn.data.dataset import load_dataset
 
@@ -46,7 +52,8 @@ def load_cells(dataset: str, root: Path, *, size: Optional[int] = None,
         chosen = split_csv(positive)
     return load_dataset(
         dataset, root, size=size, positive=chosen,
-        label_table=label_table, masks_dir=masks, dedupe=not keep_duplicates, progress=progress,
+        label_table=label_table, masks_dir=masks, dedupe=not keep_duplicates,
+        allow_outside_root=allow_outside_root, progress=progress,
     )
 
 
