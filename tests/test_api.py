@@ -2,6 +2,9 @@
 end to end on synthetic cells."""
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import leukolearn as ll
 
@@ -52,11 +55,36 @@ def test_the_documented_example_runs(tmp_path):
     with ll.open_run(tmp_path / "run") as run:
         summary = ll.summarize(run)
         assert [row.size for row in summary.rows] == [4, 8]
-        grid, _ = ll.explain_grid(run, ll.reload_cells(run), fold=0, sizes=[4, 8], rows=[0, 1],
-                             types=["a", "b"])
+        grid, _ = ll.explain_grid(run, ll.reload_cells(run), fold=0, sizes=[4, 8], rows=[0, 1])
         assert grid.saliency.shape[:2] == (2, 2)
+        assert set(grid.types) <= {"other", "blast"}
     prediction = ll.predict_samples(tmp_path / "run", [tmp_path / "patients"], ll.PredictOptions(),
                             progress=False)
     written = prediction.write(tmp_path / "predictions")
     assert (tmp_path / "predictions" / "cells.csv") in written
     assert prediction.sample_results[0].n_cells == 6
+
+
+def _docstring_example() -> str:
+    doc = ll.__doc__
+    block = doc[doc.index("    import leukolearn as ll"):doc.index("\n\n", doc.index("report.write"))]
+    return "\n".join(line[4:] for line in block.splitlines())
+
+
+def test_the_readme_shows_the_docstring_example():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert _docstring_example() in readme
+
+
+@pytest.mark.slow
+def test_the_docstring_example_runs_as_written(tmp_path, monkeypatch):
+    from leukolearn.data.synthetic import make_binary, write_image_folder
+
+    # The quick preset's largest size is 100 training images of 10 folds' pools.
+    write_image_folder(make_binary(70, size=190, seed=7), tmp_path / "cells")
+    write_image_folder(make_binary(4, size=190, seed=8), tmp_path / "patients" / "p1")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_docstring_example(), "leukolearn.__doc__", "exec"), {})
+    assert (tmp_path / "predictions" / "samples.csv").is_file()
+    with ll.open_run(tmp_path / "run") as run:
+        assert len(run.results()) == 6  # 2 folds x sizes 10, 50, 100

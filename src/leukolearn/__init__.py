@@ -15,8 +15,8 @@ subpackages (docs/architecture.md), but only these are kept stable::
     ll.sweep(cells, config, "run/", jobs=2)                           # resumable
     with ll.open_run("run/") as run:
         print(ll.summarize(run).to_csv())
-        grid, notes = ll.explain_grid(run, ll.reload_cells(run), fold=0, sizes=[10, 100],
-                                 rows=[0, 1], types=["blast", "other"])
+        grid, notes = ll.explain_grid(run, ll.reload_cells(run), fold=0, sizes=[10, 50],
+                                      rows=[0, 1])
     report = ll.predict_samples("run/", ["patients/"], ll.PredictOptions())
     report.write("predictions/")
 

@@ -46,16 +46,20 @@ class ExplainGrid:
 
 
 def explain_grid(store: RunStore, cells: CellImages, fold: int, sizes: Sequence[int],
-                 rows: Sequence[int], types: Sequence[str], rule: str = "epsilon"
-                 ) -> tuple[ExplainGrid, list[str]]:
-    """Saliency and LRP (`rule`) of images `rows` under the fold's models nearest `sizes`;
-    returns the grid and notes for the user (sizes replaced)."""
+                 rows: Sequence[int], types: Sequence[str] | None = None,
+                 rule: str = "epsilon") -> tuple[ExplainGrid, list[str]]:
+    """Saliency and LRP (`rule`) of images `rows` (indices into `cells`) under the fold's
+    models nearest `sizes`; returns the grid and notes for the user (sizes replaced).
+    `types`: each image's cell type as the figure labels it (`runs.cell_types`); default
+    its class name."""
     from leukolearn.explain.saliency import saliency
     from leukolearn.explain.lrp import get_rule, lrp
     from leukolearn.analysis.metrics import metric_label
     from leukolearn.training.loop import predict_proba
 
     get_rule(rule)  # an unknown rule fails before any work
+    if types is None:
+        types = [cells.class_names[k] for k in cells.labels]
     jobs, notes = fold_jobs(store, fold, sizes)
     images = cells.images[np.asarray(rows)]
     sal, rel, predicted, conf = [], [], [], []
