@@ -145,7 +145,10 @@ def bench_training(args, cells) -> dict:
     rows: dict[str, list[tuple[float, float]]] = {}
 
     def ours(threads):
-        cfg = TrainConfig.binary(max_epochs=e, patience=10 ** 6, threads=threads)
+        # train_model runs a CPU training with training.loop.TRAINING_THREADS whatever the
+        # caller set, so the "leukolearn, t thr" rows all time that one count; they stay so
+        # that each plain PyTorch row keeps its ratio.
+        cfg = TrainConfig.binary(max_epochs=e, patience=10 ** 6)
         return lambda: train_model(cells, train_idx, val_idx, cfg, seed=0)
 
     def plain(threads):
@@ -372,7 +375,7 @@ def profile_breakdown(args, cells) -> None:
           f"{tot_p / 5:.2f} vs {tot_f / 5:.2f} ms")
     if args.torch_profile:
         from torch.profiler import profile
-        cfg = TrainConfig.binary(max_epochs=2, patience=10 ** 6, threads=1)
+        cfg = TrainConfig.binary(max_epochs=2, patience=10 ** 6)
         for label, ctx in (("leukolearn", None), ("leukolearn, kernels off", kernels.disabled)):
             with (ctx() if ctx else _Null()), profile() as prof:
                 train_model(cells, np.arange(50), np.arange(50, 55), cfg, seed=0)
