@@ -305,8 +305,8 @@ def test_bad_file_is_named_and_nothing_is_written(kind, folder, tmp_path, capsys
         read_image(path)
     assert info.value.path == path and words in info.value.problem
 
-    code, out, err = run(["inspect", "folder", folder, "--json"], capsys)  # listed, not fatal
-    assert code == 0, err
+    code, out, err = run(["inspect", "folder", folder, "--json"], capsys)  # listed, exit 1
+    assert code == 1, err
     bad = json.loads(out)["bad_files"]
     assert [b["path"] for b in bad] == [str(path)] and words in bad[0]["problem"]
 
@@ -387,7 +387,7 @@ def test_duplicate_ids_name_both_files(tmp_path, capsys):
     aml = good_folder(tmp_path / "aml", counts=(("MYO", 5), ("MYB", 5)))
     shutil.copy(aml / "MYO" / "MYO0.png", aml / "MYB" / "MYO0.png")  # id "MYO0" twice
     code, out, err = run(["inspect", "aml-lmu", aml, "--json"], capsys)
-    assert code == 0, err
+    assert code == 1, err
     bad = json.loads(out)["bad_files"]
     assert bad == [{"path": str(aml / "MYO" / "MYO0.png"),
                     "problem": f"same image id 'MYO0' as {aml / 'MYB' / 'MYO0.png'} "
@@ -403,7 +403,7 @@ def test_duplicate_ids_name_both_files(tmp_path, capsys):
         Image.fromarray(noise(i)).save(idb / f"Im{i:03d}_{i % 2}.jpg")
     tifffile.imwrite(idb / "Im001_1.tif", noise(1))
     code, out, err = run(["inspect", "all-idb2", idb, "--json"], capsys)
-    assert code == 0 and "same image id 'Im001_1'" in json.loads(out)["bad_files"][0]["problem"]
+    assert code == 1 and "same image id 'Im001_1'" in json.loads(out)["bad_files"][0]["problem"]
 
 
 @pytest.fixture
