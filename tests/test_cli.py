@@ -62,7 +62,7 @@ def test_corrupt_image_names_the_file(tmp_path, capsys):
     assert_one_line_error(code, err, "broken.png")
     # inspect lists it instead of stopping
     code, out, _ = run(["inspect", "folder", str(root), "--json"], capsys)
-    assert code == 0
+    assert code == 1  # it found a bad file (exit 2 is for errors)
     report = json.loads(out)
     assert any("broken.png" in item["path"] for item in report["bad_files"])
 

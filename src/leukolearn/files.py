@@ -3,11 +3,19 @@
 Every file leukolearn writes (run directories, model files, CSV, JSON, figures' data)
 goes through `atomic_write`: a temporary file beside the target, fsynced, renamed onto
 it, then the directory fsynced, so a file is either whole or absent even after a crash
-or a power cut, and a failed write leaves no half-written file behind.
+or a power cut, and a failed write leaves no half-written file behind. A write that fails
+raises an OSError whose `filename` is the target (not the temporary file), so the one
+line the CLI prints names the file the user asked for.
+
+`check_writable_dir` and `check_new_file` refuse an output that could not be written
+before a command does its work (a training, a prediction), so that work is never lost to
+a mistyped --out. They raise OSError too (this module sits beside `errors`, not above it);
+the CLI turns any OSError into one line.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
@@ -28,11 +36,61 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
         write(tmp)
         fsync_path(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a half-written file must not take space or linger
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)  # a half-written file must not take space or linger
+        except OSError:
+            pass  # e.g. the folder is gone or is a file: the error below says why
+        if isinstance(exc, OSError) and (exc.filename is None or Path(exc.filename) == tmp):
+            exc.filename = str(path)  # the user never asked for the temporary name
         raise
     fsync_path(path.parent)
     return path
+
+
+def check_writable_dir(path: str | Path) -> Path:
+    """Refuse, before any work, a folder that cannot be created or written: it or a
+    folder above it is a file (NotADirectoryError), or the nearest existing folder is
+    not writable (PermissionError; a read-only file system counts). Creates nothing.
+    The error's filename is `path`; its strerror names the obstacle when that is another."""
+    return _check_dir(Path(path), Path(path))
+
+
+def check_new_file(path: str | Path) -> Path:
+    """Refuse, before any work, a file that cannot be written: a folder of that name
+    (IsADirectoryError), or a parent `check_writable_dir` refuses. An existing file is
+    fine: `atomic_write` replaces it by a rename, which needs its folder only."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    _check_dir(path.parent, path)
+    return path
+
+
+def _check_dir(folder: Path, asked: Path) -> Path:
+    def refuse(kind: type[OSError], code: int, problem: str, where: Path) -> OSError:
+        # "is a file" of the path asked for, "/x is a file" of a folder above it
+        return kind(code, problem if where == asked else f"{where} {problem}", str(asked))
+
+    if folder.exists() and not folder.is_dir():
+        raise refuse(NotADirectoryError, errno.ENOTDIR, "is a file, not a folder", folder)
+    if not folder.exists() and os.path.lexists(folder):
+        raise refuse(FileExistsError, errno.EEXIST, "is a broken link, not a folder", folder)
+    existing = folder
+    while not existing.exists():  # the folder that mkdir(parents=True) would write into
+        existing = existing.parent
+    if not existing.is_dir():
+        raise refuse(NotADirectoryError, errno.ENOTDIR, "is a file, not a folder", existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = getattr(os, "ST_RDONLY", None)  # not on Windows
+        try:
+            on_read_only = read_only is not None and bool(os.statvfs(existing).f_flag & read_only)
+        except OSError:
+            on_read_only = False
+        if on_read_only:
+            raise refuse(PermissionError, errno.EROFS, "is on a read-only file system", existing)
+        raise refuse(PermissionError, errno.EACCES, "is a folder you may not write in", existing)
+    return folder
 
 
 def write_text(path: str | Path, text: str) -> Path:

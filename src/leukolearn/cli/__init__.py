@@ -1,11 +1,18 @@
 """The `leukolearn` command: a thin layer over the Python API.
 
 Each command group lives in its own module and registers itself on `app`; this module
-only builds the app and turns user errors into one line and exit code 2.
+only builds the app and turns errors into one line and exit code 2: a user's mistake (a
+LeukolearnError), and a write that fails (OSError: a full disk, a read-only folder; a
+SQLite error), which names the file and the cause. Every command checks its options and
+outputs before any work (`cli.checks`), so a failed write is one that could not be
+foreseen, and what finished before it is kept: files are written whole or not at all
+(`files.atomic_write`), a sweep's jobs one transaction each.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import sys
 import warnings
 
@@ -23,6 +30,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from leukolearn import __version__
+
+        typer.echo(f"leukolearn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                 help="Print the version and exit."),
+) -> None:
+    pass  # the options of `leukolearn` itself, before any command
+
 
 # Importing a command module registers its commands on `app` (order = order in --help).
 from leukolearn.cli import (data_cmds, train_cmds, use_cmds, sweep_cmds,  # noqa: E402,F401
@@ -45,6 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     except LeukolearnError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # a write (or read) the checks could not foresee
+        typer.echo(f"error: {os_error_line(exc)}", err=True)
+        sys.exit(2)
+    except sqlite3.Error as exc:  # the run store names its path; a reader may not
+        typer.echo(f"error: run database: {exc}", err=True)
+        sys.exit(2)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
@@ -58,3 +88,20 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+# What to do about a failed write, by its cause.
+_HINTS = {errno.ENOSPC: "free some space and run the same command again",
+          errno.EDQUOT: "free some space and run the same command again",
+          errno.EROFS: "choose a writable place",
+          errno.EACCES: "choose a place you may write", errno.EPERM: "choose a place you may write"}
+
+
+def os_error_line(exc: OSError) -> str:
+    """'PATH: cause; what to do' on one line (an OSError's str() adds "[Errno 28]")."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.filename2:
+        where = f"{exc.filename} -> {exc.filename2}: "
+    hint = _HINTS.get(exc.errno)
+    return " ".join(f"{where}{cause}{'; ' + hint if hint else ''}".split())

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from leukolearn.cli import app
+from leukolearn.cli import app, checks
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, NoDedupeOpt, PositiveOpt, RootArg,
                                     SizeOpt, load_cells, recorded_load_options, split_csv)
 from leukolearn.errors import LeukolearnError
@@ -39,6 +39,11 @@ def _open(run: Path, masks: Optional[Path] = None, progress: bool = True):
     return store, reload_cells(store, masks_dir=masks, progress=progress)
 
 
+def _figures_dir(run: Path, out: Optional[Path]) -> Path:
+    """--out, or RUN/figures: checked before the run's images are read and measured."""
+    return checks.out_dir(out or run / "figures", default=out is None)
+
+
 def _written(paths) -> None:
     for path in paths:
         typer.echo(str(path))
@@ -63,13 +68,18 @@ def explain(
 
     Saliency and LRP maps of a few test images under the fold's models trained
     on more and more images (PNG + SVG)."""
+    from leukolearn.explain.lrp import get_rule
     from leukolearn.explain.runs import cell_types, default_rows, fold_jobs
     from leukolearn.explain.measures import explain_grid
     from leukolearn.report.style import save_figure
     from leukolearn.report.explain_figures import explain_figure
 
+    get_rule(rule)  # the options and --out before the run's images are read
+    checks.not_negative(fold, "--fold")
+    wanted = _sizes(sizes)
+    out = _figures_dir(run, out)
     store, cells = _open(run, progress=not no_progress)
-    jobs, _ = fold_jobs(store, fold, _sizes(sizes))
+    jobs, _ = fold_jobs(store, fold, wanted)
     test = store.split(jobs[0].job_id)[2]
     types = cell_types(store, cells)
     if images:
@@ -85,10 +95,9 @@ def explain(
                     "models trained or early-stopped on it")
     else:
         rows = default_rows(test, cells.labels, types, cells.class_names)
-    grid, notes = explain_grid(store, cells, fold, _sizes(sizes), rows, types, rule)
+    grid, notes = explain_grid(store, cells, fold, wanted, rows, types, rule)
     for note in notes:
         say(note)
-    out = out or run / "figures"
     _written(save_figure(explain_figure(grid), out, f"fig4b_explain_fold{fold:02d}_{rule}"))
 
 
@@ -114,9 +123,11 @@ def embed(
     from leukolearn.report.style import save_figure
     from leukolearn.report.explain_figures import separation_figure, tsne_figure
 
+    checks.not_negative(fold, "--fold")
+    wanted = _sizes(sizes)
+    out = _figures_dir(run, out)
     store, cells = _open(run, progress=not no_progress)
-    out = out or run / "figures"
-    panels, notes = embed_panels(store, cells, fold, _sizes(sizes))
+    panels, notes = embed_panels(store, cells, fold, wanted)
     for note in notes:
         say(note)
     written = save_figure(tsne_figure(panels, cells.class_names, title=f"Fold {fold}: last "
@@ -154,16 +165,16 @@ def focus(
     from leukolearn.report.style import save_figure
     from leukolearn.report.explain_figures import focus_figure
 
+    out = _figures_dir(run, out)
     store, cells = _open(run, masks, progress=not no_progress)
     if masks is not None:
         label, region_masks = f"expert:{masks.resolve()}", cells.masks
     elif cells.masks is not None:  # a shortcut-variant run carries the masks it was cut with
         label, region_masks = "variant masks", cells.masks
     else:
-        say("no --masks: using the stain segmentation (focus.segment_cells) for nucleus, "
+        say("no --masks: using the stain segmentation (data.segment.segment_cells) for nucleus, "
             "cytoplasm and background")
         label, region_masks = "segmentation", segment_masks(cells.images, not no_progress)
-    out = out or run / "figures"
     start = time.perf_counter()
     table = focus_table(store, cells, region_masks, label, out / "focus_shares.csv",
                         progress=not no_progress)
@@ -219,7 +230,7 @@ def shortcut(
     shortcut_vs_size.png/svg in OUT). If the background alone scores about as well as the
     whole image, the networks need not look at the cell. With --original RUN the original
     images' jobs that an earlier sweep finished are copied from it, not trained again."""
-    from leukolearn.cli.sweep_cmds import DEFAULT_PRESET, parse_sizes
+    from leukolearn.cli.sweep_cmds import DEFAULT_PRESET, parse_sizes, say_dropped_classes
     from leukolearn.experiments.shortcut import run_shortcut, shortcut_summary, write_summary
     from leukolearn.experiments.variants import shortcut_masks
     from leukolearn.experiments.presets import get_preset
@@ -228,10 +239,13 @@ def shortcut(
     config = config.with_options(folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes),
                                  seed=seed)
     config = config.with_train(max_epochs=max_epochs, patience=patience)
+    checks.workers(jobs)
+    checks.out_dir(out)  # its three run directories are checked as the sweep makes them
     multiclass = config.metric == "weighted_f1"
     cells = load_cells(dataset, root, size=size, positive=None if multiclass else positive,
                        multiclass=multiclass, label_table=label_table, masks=masks,
                        keep_duplicates=keep_duplicates, progress=not no_progress)
+    say_dropped_classes(cells, config)
     cut = shortcut_masks(cells, masks.resolve() if masks else None, progress=not no_progress)
     say(f"cutting cells from background with {cut.description}")
     if cut.dice:

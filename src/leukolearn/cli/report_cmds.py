@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from leukolearn.cli import app
+from leukolearn.cli import app, checks
 
 RunArg = typer.Argument(..., help="Run directory written by `leukolearn sweep`.")
 
@@ -27,6 +27,7 @@ def figures(
     """
     from leukolearn.report.run_figures import make_run_figures
 
+    checks.out_dir(out or run / "figures", default=out is None)
     written = make_run_figures(run, out)
     if not written:
         typer.echo(f"{run}: no finished jobs yet, nothing to draw")
@@ -54,7 +55,10 @@ def report(
 
     Opens offline (images embedded, nothing fetched); on a running sweep, reports what finished.
     """
-    from leukolearn.report.html import write_report
+    from leukolearn.report.html import report_path, write_report
 
+    checks.probability(target, "--target", zero=False)
+    checks.at_least(n_boot, 1, "--n-boot")
+    checks.out_file(report_path(run, out), "--out", default=out is None)
     path = write_report(run, out, target=target, n_boot=n_boot)
     typer.echo(str(path))

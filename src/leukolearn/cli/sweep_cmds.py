@@ -7,10 +7,11 @@ from typing import Optional
 
 import typer
 
-from leukolearn.cli import app
+from leukolearn.cli import app, checks
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, NoDedupeOpt, PositiveOpt, RootArg,
                                     SizeOpt, load_cells, recorded_load_options)
 from leukolearn.errors import LeukolearnError
+from leukolearn.files import to_json
 
 SWEEP = "Sweep (default: the preset's)"
 TRAINING = "Training (default: the preset's)"
@@ -64,6 +65,8 @@ def sweep(
                                      "process (for a GPU: tiny networks leave it idle). CPU: keep 1, "
                                      "the fused CPU kernels are faster.", rich_help_panel=RUNNING),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar.", rich_help_panel=RUNNING),
+    as_json: bool = typer.Option(False, "--json", help="Also print the counts of jobs as JSON "
+                                 "(stdout; the lines above go to stderr).", rich_help_panel=RUNNING),
 ):
     """Train one network per fold and training size, test each on its fold's test set.
 
@@ -73,16 +76,22 @@ def sweep(
     from leukolearn.experiments.presets import get_preset
     from leukolearn.experiments.sweep import sweep_dataset
 
+    # Every option, and --out, before the data are read and the run directory is made:
+    # a mistyped one must not leave a run that the corrected command refuses.
     config = get_preset(preset or DEFAULT_PRESET.get(dataset, "paper-all-binary"))
     config = config.with_options(folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes),
                                  test_size=test_size, val_size=val_size, seed=seed,
                                  replicates=replicates)
     config = config.with_train(max_epochs=max_epochs, patience=patience, init=init, device=device,
                                restarts=restarts)
+    checks.training(init=config.train.init, device=config.train.device)
+    checks.workers(jobs, batch_models)
+    checks.run_out(out)
     multiclass = config.metric == "weighted_f1"
     cells = load_cells(dataset, root, size=size, positive=None if multiclass else positive,
                        multiclass=multiclass, label_table=label_table,
                        keep_duplicates=keep_duplicates, progress=not no_progress)
+    say_dropped_classes(cells, config)
     load_options = recorded_load_options(cells, positive=positive, multiclass=multiclass,
                                          label_table=label_table,
                                          keep_duplicates=keep_duplicates)
@@ -90,6 +99,12 @@ def sweep(
                            dataset_root=root.resolve(), load_options=load_options, jobs=jobs,
                            batch_models=batch_models, progress=not no_progress)
 
+    if as_json:
+        typer.echo(to_json({"run": str(out), "planned": report.planned, "done": report.done,
+                            "skipped": report.skipped, "failed": report.failed,
+                            "failures": dict(report.failures),
+                            "interrupted": report.interrupted,
+                            "seconds": round(report.seconds, 1)}))
     say(f"{report.done} jobs done, {report.skipped} already in {out}, {report.failed} failed "
         f"({report.seconds:.0f} s)")
     for job_id, message in report.failures:
@@ -113,6 +128,8 @@ def summary(
     from leukolearn.runstore.store import RunStore
     from leukolearn.analysis.summary import summarize_store
 
+    if csv_path is not None:
+        checks.out_file(csv_path, "--csv")
     with RunStore.open(run) as store:
         result = summarize_store(store)
     if csv_path is not None:
@@ -138,6 +155,16 @@ def presets():
 
 def say(message: str) -> None:
     typer.echo(message, err=True)
+
+
+def say_dropped_classes(cells, config) -> None:
+    """One line per class the sweep leaves out for having too few images (as
+    `experiments.protocol.keep_classes` decides; dataset.json records them too)."""
+    least = config.options.min_per_class
+    for name, n in cells.class_counts().items():
+        if n < least:
+            say(f"class {name!r} left out: {n} image(s), fewer than the {least} a class needs "
+                "in this sweep")
 
 
 def parse_sizes(text: Optional[str]) -> tuple[int, ...] | None:

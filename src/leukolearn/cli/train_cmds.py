@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from leukolearn.cli import app
+from leukolearn.cli import app, checks
 from leukolearn.files import to_json
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, MulticlassOpt,
                                     NoDedupeOpt, PositiveOpt, RootArg, SizeOpt, load_cells)
@@ -52,14 +52,22 @@ def train(
     """
     from leukolearn.experiments.single import default_train_config, train_and_evaluate
 
+    # Every option and --out before the images are read and a network trained: a training
+    # must never be lost to an output that cannot be written.
+    split = SplitSizes(train_size, val_size, test_size)
+    checks.training(max_epochs=max_epochs, patience=patience, init=init, device=device,
+                    restarts=restarts)
+    checks.not_negative(seed, "--seed")
+    checks.not_negative(fold, "--fold")
+    checks.out_dir(out)
     cells = load_cells(dataset, root, size=size, positive=positive, multiclass=multiclass,
                        label_table=label_table, masks=masks, keep_duplicates=keep_duplicates,
                        progress=not as_json)
     config = default_train_config(cells, max_epochs=max_epochs, patience=patience, init=init,
                                   augment=not no_augment, device=device,
                                   restarts=restarts)
-    metrics = train_and_evaluate(cells, SplitSizes(train_size, val_size, test_size), config,
-                                 seed=seed, fold=fold, out_dir=out, progress=not as_json)
+    metrics = train_and_evaluate(cells, split, config, seed=seed, fold=fold, out_dir=out,
+                                 progress=not as_json)
     _report_metrics(metrics, out, as_json)
 
 
@@ -78,6 +86,10 @@ def demo(  # the defaults are run_demo's (leukolearn.demo imports torch); a test
     """
     from leukolearn.demo import run_demo
 
+    checks.at_least(per_class, 5, "--per-class")  # 4 test + 4 validation + training images
+    checks.training(max_epochs=max_epochs, patience=patience)
+    checks.not_negative(seed, "--seed")
+    checks.out_dir(out)
     start = time.perf_counter()
     result = run_demo(out, per_class=per_class, seed=seed, max_epochs=max_epochs,
                       patience=patience)

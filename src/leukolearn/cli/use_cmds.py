@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from leukolearn.analysis import curves
-from leukolearn.cli import app
+from leukolearn.cli import app, checks
 from leukolearn.files import to_json
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, NoDedupeOpt, PositiveOpt,
                                     RootArg, SizeOpt, load_cells, split_csv)
@@ -58,6 +58,13 @@ def predict(
     """
     from leukolearn.predict.predictor import PredictOptions, predict_samples
 
+    # The options and --out before the images are read and predicted.
+    checks.at_least(size, 1, "--size")
+    checks.probability(threshold, "--threshold")
+    checks.probability(target_sensitivity, "--target-sensitivity", zero=False)
+    checks.probability(diagnostic_threshold, "--diagnostic-threshold", zero=False, one=False)
+    checks.probability(confidence, "--confidence", zero=False, one=False)
+    checks.out_dir(out)
     options = PredictOptions(size=size, threshold=threshold, target_sensitivity=target_sensitivity,
                              positive=split_csv(positive), diagnostic_threshold=diagnostic_threshold,
                              confidence=confidence, sample_col=sample_col, skip_bad=skip_bad,
@@ -128,6 +135,8 @@ def calibrate(
     label_table: Optional[Path] = LabelTableOpt,
     masks: Optional[Path] = MasksOpt,
     keep_duplicates: bool = NoDedupeOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the threshold and the "
+                                 "calibration as JSON."),
 ):
     """Choose a blast threshold for a target sensitivity on held-out labelled images.
 
@@ -142,6 +151,11 @@ def calibrate(
     from leukolearn.predict.threshold import calibrate_model
     from leukolearn.predict.threshold import held_out_ids
 
+    checks.probability(target_sensitivity, "--target-sensitivity", zero=False)
+    checks.one_of(part, ("val", "test", "all"), "--part")
+    if out.is_dir():
+        out = out / MODEL_FILE
+    checks.out_file(out, "--out")
     predictor = load_predictor(model)
     if predictor.kind != "model":
         raise LeukolearnError(f"{model} is a RUN; `predict --target-sensitivity` calibrates a "
@@ -169,6 +183,9 @@ def calibrate(
     save_model(calibrated, out)
     info = calibrated.config.extra["calibration"]
     c = info["threshold"]
+    if as_json:
+        typer.echo(to_json({"model": str(out), "source": source, **info}))
+        return
     Console().print(
         f"threshold {c['threshold']:.4f}: sensitivity {c['sensitivity']:.3f}, specificity "
         f"{c['specificity'] if c['specificity'] is None else round(c['specificity'], 3)} on "
@@ -203,11 +220,17 @@ def plan(
     from leukolearn.analysis.curves import plan_from_store
     from leukolearn.report.style import save_figure
 
+    checks.at_least(n_boot, 1, "--n-boot")
+    checks.at_least(fit_max, 1, "--fit-max")
+    checks.probability(target, "--target-auc", zero=False)
+    checks.probability(confidence, "--confidence", zero=False, one=False)
+    checks.not_negative(seed, "--seed")
+    figures = checks.out_dir(figure_dir or run / "figures", "--figure-dir",
+                             default=figure_dir is None)
     result = plan_from_store(run, target, fit_max=fit_max, validate_at=validate_at,
                              n_boot=n_boot, seed=seed, confidence=confidence,
                              without_dead=without_dead)
-    written = save_figure(learning_curve_figure(result), figure_dir or run / "figures",
-                          "learning_curve_plan")
+    written = save_figure(learning_curve_figure(result), figures, "learning_curve_plan")
     if as_json:
         typer.echo(to_json({**result.to_dict(), "figure": str(written[0])}))
     else:
@@ -221,26 +244,37 @@ def export(
     onnx: Path = typer.Option(..., "--onnx", help="The .onnx file to write."),
     # model.onnx.DEFAULT_OPSET, written out: that module imports torch (a test checks it)
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+    as_json: bool = typer.Option(False, "--json", help="Print the file's input, classes and "
+                                 "the ONNX Runtime check as JSON."),
 ):
     """Write a model with its softmax as ONNX, class names in its metadata.
 
     Input float32 (N, 3, H, W) RGB in [0, 1]; output class probabilities.
     """
     from leukolearn.errors import LeukolearnError
-    from leukolearn.model.onnx import PARITY_TOLERANCE, export_onnx, onnx_difference
+    from leukolearn.model.onnx import PARITY_TOLERANCE, check_opset, export_onnx, onnx_difference
     from leukolearn.predict.predictor import load_predictor
 
+    check_opset(opset)
+    checks.out_file(onnx, "--onnx")
     predictor = load_predictor(model)
     if predictor.kind != "model":
         raise LeukolearnError(f"{model} is a RUN; export one of its weights/<job>.safetensors")
     export_onnx(predictor.models[0], onnx, opset=opset)
     c = predictor.config
-    typer.echo(f"{onnx}: input image float32 (N, 3, {c.input_size}, {c.input_size}) in [0, 1], "
-               f"output probabilities over {', '.join(c.class_names)}")
+    if not as_json:
+        typer.echo(f"{onnx}: input image float32 (N, 3, {c.input_size}, {c.input_size}) in "
+                   f"[0, 1], output probabilities over {', '.join(c.class_names)}")
     difference = onnx_difference(predictor.models[0], onnx)
     if difference > PARITY_TOLERANCE:
         onnx.unlink(missing_ok=True)
         raise LeukolearnError(f"ONNX Runtime's probabilities differ from PyTorch's by "
                               f"{difference:.1e} (more than {PARITY_TOLERANCE:.0e}); "
                               f"{onnx} was not kept; try another --opset")
+    if as_json:
+        typer.echo(to_json({"onnx": str(onnx), "opset": opset,
+                            "input": [None, 3, c.input_size, c.input_size],
+                            "class_names": list(c.class_names),
+                            "max_difference": difference}))
+        return
     typer.echo(f"checked: ONNX Runtime matches PyTorch within {difference:.1e} on 8 random images")

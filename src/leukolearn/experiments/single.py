@@ -16,7 +16,7 @@ import numpy as np
 
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
-from leukolearn.files import write_json
+from leukolearn.files import check_writable_dir, write_json
 from leukolearn.analysis.metrics import confusion, roc_auc, weighted_f1
 from leukolearn.experiments.protocol import Job, ProtocolOptions, make_plan
 
@@ -94,6 +94,7 @@ def train_and_evaluate(
     from leukolearn.model.weights import save_model
     from leukolearn.training.loop import predict_proba, train_model
 
+    check_writable_dir(out_dir)  # before the training: its result must have a place to go
     job = single_split(cells, sizes, seed=seed, fold=fold)
     split = {"train": job.train_idx, "val": job.val_idx, "test": job.test_idx}
     result = train_model(cells, job.train_idx, job.val_idx, config, seed=job.seed,
@@ -105,7 +106,9 @@ def train_and_evaluate(
                    restarts=result.restarts,
                    n_train=len(job.train_idx), n_val=len(job.val_idx), seed=seed, fold=fold,
                    dataset_fingerprint=cells.fingerprint)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The model first: if the disk fills on a later file, the training is still kept.
     save_model(result.model, out_dir / "model.safetensors")
     write_json(out_dir / "history.json", result.history)
     write_json(out_dir / "metrics.json", metrics)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import PaperCNN
 
 INPUT_NAME = "image"
@@ -43,13 +44,35 @@ class _WithSoftmax(nn.Module):
         return torch.softmax(self.model(x), dim=1)
 
 
+def supported_opsets() -> range:
+    """The opsets the TorchScript exporter writes (7 to 20 with torch 2.x)."""
+    try:
+        from torch.onnx import _constants
+
+        return range(_constants.ONNX_MIN_OPSET,
+                     getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET",
+                             _constants.ONNX_MAX_OPSET) + 1)
+    except (ImportError, AttributeError):  # private names: a torch that moved them
+        return range(7, 21)
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset the exporter cannot write, before any work: torch would fail
+    only inside the export, with the whole graph in its message."""
+    opsets = supported_opsets()
+    if opset not in opsets:
+        raise LeukolearnError(f"--opset {opset}: this torch exports opsets {opsets.start} "
+                              f"to {opsets.stop - 1}")
+
+
 def export_onnx(model: PaperCNN, path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
     """Write `model` (+ softmax) to `path` as ONNX; the model is not changed."""
     import onnx
 
-    from leukolearn.files import atomic_write, software_versions
+    from leukolearn.files import atomic_write, check_new_file, software_versions
 
-    path = Path(path)
+    check_opset(opset)
+    path = check_new_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     config = model.config
     was_training = model.training

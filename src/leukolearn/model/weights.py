@@ -5,8 +5,11 @@ line naming it. FORMAT_VERSION 1 files (no checksum) are still read.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 import torch
 
@@ -22,9 +25,8 @@ _READABLE_VERSIONS = ("1", "2")
 
 def save_model(model: PaperCNN, path: str | Path) -> Path:
     """Weights as safetensors, the ModelConfig and a checksum of the weights in its metadata:
-    loading never runs code, and a damaged file is refused."""
-    from safetensors.torch import save_file
-
+    loading never runs code, and a damaged file is refused. A write that fails (a full
+    disk) raises OSError naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -34,7 +36,30 @@ def save_model(model: PaperCNN, path: str | Path) -> Path:
         "weights_blake2b": weights_digest(tensors),
     }
     # atomic: a reader never sees half a file, a full disk leaves none behind
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return atomic_write(path, lambda tmp: save_tensors(tensors, tmp, metadata))
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path,
+                 metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, whose I/O errors become OSError: safetensors raises its own
+    SafetensorError ("Error while serializing: I/O error: No space left on device (os
+    error 28)"), which no caller expects from a write and which the CLI would show as a
+    traceback; as an OSError it is the one line every other failed write gives."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as exc:
+        raise _as_os_error(exc, path) from exc
+
+
+def _as_os_error(exc: Exception, path: str | Path) -> OSError:
+    code = re.search(r"os error (\d+)", str(exc))
+    if code:  # OSError(errno, ...) is the matching subclass (PermissionError for EACCES)
+        number = int(code.group(1))
+        return OSError(number, os.strerror(number), str(path))
+    return OSError(errno.EIO, _one_line(exc), str(path))
 
 
 def weights_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -31,7 +31,7 @@ from string import Template
 from leukolearn.analysis.metrics import metric_label
 from leukolearn.analysis.summary import summarize_store
 from leukolearn.errors import LeukolearnError
-from leukolearn.files import write_bytes
+from leukolearn.files import check_new_file, write_bytes
 from leukolearn.report.html_card import model_card, run_details
 from leukolearn.report.html_figures import (calibration_section, curve_fit, curve_section,
                                             found_figures, inside_intro, paper_figures,
@@ -53,13 +53,17 @@ def write_report(run: str | Path, out: str | Path | None = None, *,
 
     `target` and `n_boot` are the learning curve's (as `leukolearn plan --target`)."""
     run = Path(run)
-    out = Path(out) if out is not None else run / "report.html"
-    if out.is_dir():
-        out = out / "report.html"
+    out = check_new_file(report_path(run, out))  # before the figures are drawn, not after
     text = render_report(run, target=target, n_boot=n_boot)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(out, text.encode("utf-8"))  # bytes: no newline translation
     return out
+
+
+def report_path(run: str | Path, out: str | Path | None = None) -> Path:
+    """Where `write_report` writes: `out`, out/report.html for a folder, or RUN/report.html."""
+    out = Path(out) if out is not None else Path(run) / "report.html"
+    return out / "report.html" if out.is_dir() else out
 
 
 def render_report(run: str | Path, *, target: float = DEFAULT_TARGET, n_boot: int = N_BOOT,

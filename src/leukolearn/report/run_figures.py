@@ -11,14 +11,14 @@ from leukolearn.report.paper_values import paper_reference
 from leukolearn.runstore.store import RunStore
 from leukolearn.analysis.metrics import metric_label
 from leukolearn.analysis.summary import summarize_store
-from leukolearn.files import write_text
+from leukolearn.files import check_writable_dir, write_text
 
 
 def make_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write every figure the run's results allow into out_dir (default RUN/figures), plus
     summary.csv; returns the files written. Figures need finished jobs, not a finished run."""
+    out = check_writable_dir(Path(out_dir) if out_dir else Path(run_dir) / "figures")
     store = RunStore.open(run_dir)
-    out = Path(out_dir) if out_dir else Path(run_dir) / "figures"
     records = [r for r in store.results() if r.status == "done"]
     if not records:
         return []

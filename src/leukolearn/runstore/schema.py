@@ -125,14 +125,15 @@ class DatasetInfo:
 
 
 def write_weights(model: Any, path: Path) -> None:
+    """A job's weights file; a failed write (a full disk) raises OSError naming `path`
+    (safetensors' own SafetensorError is turned into one by `model.weights`), which the
+    store reports as the job it could not save."""
+    from leukolearn.model.weights import save_model, save_tensors
+
     def save(tmp: Path) -> None:
         if isinstance(model, Mapping):  # a plain state dict
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp))
+            save_tensors({k: v.detach().cpu().contiguous() for k, v in model.items()}, tmp)
         else:  # a leukolearn model: its ModelConfig goes into the file's metadata
-            from leukolearn.model.weights import save_model
-
             save_model(model, tmp)
 
     atomic_write(path, save)
