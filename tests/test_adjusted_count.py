@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from leukolearn.analysis.metrics import wilson_interval
-from leukolearn.predict.counts import (ErrorRates, adjusted_count, adjusted_interval, summarize_sample)
+from leukolearn.errors import LeukolearnError
+from leukolearn.predict.counts import (ErrorRates, adjusted_count, adjusted_interval, check_fraction,
+                                       rates_contradicted, summarize_sample)
 
 
 def rates(tpr, fpr, n_positive=200, n_negative=200):
@@ -53,10 +55,11 @@ def test_no_correction_when_the_classes_barely_separate():
 
 
 # ---- the interval --------------------------------------------------------------------------
-@pytest.mark.parametrize("k", [0, 3, 20, 55, 80, 100])
+@pytest.mark.parametrize("k", [15, 20, 55, 80, 85])
 def test_interval_contains_the_point_and_widens_with_fewer_labelled_cells(k):
-    """(At 0 or 3 of 100 called, fewer than the FPR's 20 %, every interval clips to 0; at
-    100 of 100 to 1: no room to widen.)"""
+    """(At 15 of 100 called, below the FPR's 20 %, the lower end clips to 0 for all three:
+    only the upper end widens. Fewer called, or more than 85, contradicts the rates with
+    5000 labelled cells: see test_a_sample_that_contradicts_the_rates_has_no_adjusted_count.)"""
     widths = []
     for n_labelled in (5000, 200, 30):
         r = rates(0.8, 0.2, n_labelled, n_labelled)
@@ -93,6 +96,79 @@ def test_interval_is_everything_when_tpr_and_fpr_may_coincide():
     assert r.tpr_interval()[0] < r.fpr_interval()[1]
     assert adjusted_interval(30, 100, r) == (0.0, 1.0)
     assert summarize_sample("s", cells(30, 100), 0.2, rates=r).call == "uncertain"
+
+
+def test_a_sample_that_contradicts_the_rates_has_no_adjusted_count():
+    """The tester's "0.0 (0-0)" beside a raw 46 %: 46 of 100 called, against FPR 0.62 and
+    TPR 0.97 on 500 + 500 held-out cells. q's interval (36.6-55.7 %) lies wholly below
+    FPR's (57.7-66.1 %): every corner of the box clipped to 0, a zero-width interval."""
+    r = rates(0.97, 0.62, 500, 500)
+    q_low, q_high = wilson_interval(46, 100)
+    (tpr_low, tpr_high), (fpr_low, fpr_high) = r.tpr_interval(), r.fpr_interval()
+    assert q_high == pytest.approx(0.5574, abs=1e-4) and fpr_low == pytest.approx(0.5767, abs=1e-4)
+    assert r.usable and tpr_low > fpr_high  # usable rates: the old code clipped to (0, 0)
+    assert (q_low - fpr_high) / (tpr_high - fpr_high) < 0 and (q_high - fpr_low) / (tpr_low - fpr_low) < 0
+    assert all(math.isnan(v) for v in adjusted_interval(46, 100, r))
+    s = summarize_sample("s", cells(46, 100), 0.2, rates=r)
+    assert math.isnan(s.adjusted_fraction) and math.isnan(s.adjusted_ci_low)
+    assert math.isnan(s.adjusted_ci_high) and s.call == "uncertain" and s.call_on == "adjusted"
+    assert "below the false-positive rate 62.0%" in s.adjusted_note and "55.7%" in s.adjusted_note
+    assert not s.above_threshold and s.to_dict()["adjusted_fraction"] is None
+    # the raw count alone would have said "above": 46 % (37-56) against 20 %
+    assert summarize_sample("s", cells(46, 100), 0.2).call == "above"
+    # the mirror image: 98 of 100 called, more than TPR 0.8 (76-83 %) allows
+    high = rates(0.8, 0.1, 500, 500)
+    s = summarize_sample("s", cells(98, 100), 0.2, rates=high)
+    assert math.isnan(s.adjusted_fraction) and s.call == "uncertain"
+    assert "above the sensitivity 80.0%" in s.adjusted_note
+    # two cells more and q's interval reaches FPR's: an interval again, (0, 0.04 %), which
+    # the table prints rounded outwards as "0-1", never "0-0"
+    assert rates_contradicted(47, 100, r) != "" and rates_contradicted(48, 100, r) == ""
+    low, high = adjusted_interval(48, 100, r)
+    assert low == 0.0 and 0 < high < 0.001
+    assert summarize_sample("s", cells(48, 100), 0.2, rates=r).adjusted_note == ""
+    from leukolearn.cli.use_cmds import _percent_with_interval
+
+    assert _percent_with_interval(0.0, low, high) == "0.0 (0-1)"
+    assert _percent_with_interval(0.426, 0.1, 0.7301) == "42.6 (10-74)"
+    assert _percent_with_interval(math.nan, math.nan, math.nan) == "undefined"
+
+
+def test_rates_from_tiny_validation_sets_give_the_whole_range_not_a_point():
+    """TPR 1.0 on 3 blasts and FPR 0.0 on 3 other cells: their Wilson intervals (44-100 %,
+    0-56 %) overlap, so the interval is all of (0, 1) and the call uncertain."""
+    r = rates(1.0, 0.0, 3, 3)
+    assert r.usable and r.tpr_interval()[0] < r.fpr_interval()[1]
+    s = summarize_sample("s", cells(46, 100), 0.2, rates=r)
+    assert s.adjusted_fraction == pytest.approx(0.46)  # a perfect classifier changes nothing
+    assert (s.adjusted_ci_low, s.adjusted_ci_high) == (0.0, 1.0) and s.call == "uncertain"
+
+
+@pytest.mark.parametrize("value, ok", [(0.95, True), (0.5, True), (0.0, False), (1.0, False),
+                                       (95, False), (1.5, False), (-0.1, False),
+                                       (math.nan, False)])
+def test_confidence_must_be_a_fraction(value, ok):
+    if ok:
+        assert check_fraction("--confidence", value) == value
+        return
+    with pytest.raises(LeukolearnError, match="--confidence must be a fraction in \\(0, 1\\)"):
+        check_fraction("--confidence", value)
+    for bad in (lambda: summarize_sample("s", cells(5, 10), 0.2, confidence=value),
+                lambda: adjusted_interval(5, 10, rates(0.9, 0.1), confidence=value)):
+        with pytest.raises(LeukolearnError):
+            bad()
+
+
+def test_a_percentage_is_refused_with_the_fraction_to_give():
+    with pytest.raises(LeukolearnError, match="for 95 % give 0.95"):
+        check_fraction("--confidence", 95)
+    with pytest.raises(LeukolearnError, match="for 20 % give 0.2"):
+        check_fraction("--diagnostic-threshold", 20)
+    with pytest.raises(LeukolearnError) as err:
+        check_fraction("--confidence", 950)
+    assert "give" not in str(err.value)  # not a percentage either
+    assert check_fraction("--threshold", 0.0, zero=True, one=True) == 0.0
+    assert check_fraction("--target-sensitivity", 1.0, one=True) == 1.0
 
 
 # ---- a simulation --------------------------------------------------------------------------

@@ -270,7 +270,8 @@ def test_single_model_needs_calibration_for_a_target_sensitivity(patients, tmp_p
 
 
 # ---- the adjusted count: corrected for the error rates at the threshold --------------------
-ADJUSTED_COLUMNS = ["adjusted_fraction", "adjusted_ci_low", "adjusted_ci_high", "call_on"]
+ADJUSTED_COLUMNS = ["adjusted_fraction", "adjusted_ci_low", "adjusted_ci_high", "call_on",
+                    "adjusted_note"]
 
 
 def pooled_rates(run_dir, size, threshold, job_id=None):
@@ -321,7 +322,7 @@ def test_run_counts_are_corrected_for_its_error_rates(fake_run, patients, tmp_pa
     assert summary["error_rates"] is None and not summary["adjusted_count"]["applied"]
     assert "--raw-count" in summary["adjusted_count"]["why_not"]
     for row in read_csv(out / "samples.csv"):
-        assert [row[c] for c in ADJUSTED_COLUMNS] == ["", "", "", "raw"]
+        assert [row[c] for c in ADJUSTED_COLUMNS] == ["", "", "", "raw", ""]
         assert row["call"] == "above"  # 100 % raw, whole interval above 20 %
     for s in summary["samples"]:
         assert s["adjusted_fraction"] is None and s["call_on"] == "raw"
@@ -412,3 +413,77 @@ def test_held_out_ids_of_a_sweep_weights_file_come_from_its_run(fake_run, tmp_pa
         held_out_ids(weights.with_name("f09-n6-s0.safetensors"), "val")
     with pytest.raises(LeukolearnError, match="no split.json"):
         held_out_ids(tmp_path / "elsewhere" / "model.safetensors", "val")
+
+
+def test_a_sample_that_contradicts_the_rates_prints_undefined_not_a_point(patients, tmp_path,
+                                                                           capsys):
+    """Rates stored by calibrate: TPR 0.5 and FPR 0.1 on 500 + 500 cells. Every cell is
+    called (p 0.7 >= 0.6), so P2's 5 of 5 (95 % CI from 56.6 %) are more than TPR allows
+    (up to 54.4 %): clipping used to print "100.0 (100-100)". P1's 3 of 3 (from 43.9 %)
+    still fit: an interval."""
+    from dataclasses import replace
+
+    from leukolearn.analysis.calibration import ThresholdChoice, reliability_curve
+    from leukolearn.model.cnn import PaperCNN
+
+    base = constant_model(0.7)
+    choice = ThresholdChoice(0.6, 0.9, 0.5, 0.9, 500, 500, "val")
+    curve = reliability_curve(np.array([0, 1]), np.array([0.2, 0.8])).to_dict()
+    extra = {"threshold": 0.6, "calibration": {"positive": ["blast"], "source": "the val",
+                                                "threshold": choice.to_dict(),
+                                                "reliability": curve}}
+    model = PaperCNN(replace(base.config, extra=extra))
+    model.load_state_dict(base.state_dict())
+    save_model(model, tmp_path / "cal.safetensors")
+    out = tmp_path / "out"
+    code, stdout, err = run(["predict", tmp_path / "cal.safetensors", patients, "--out", out],
+                            capsys)
+    assert code == 0, err
+    rows = {r["sample"]: r for r in read_csv(out / "samples.csv")}
+    p2 = rows["P2"]
+    assert [p2[c] for c in ADJUSTED_COLUMNS[:3]] == ["", "", ""] and p2["call"] == "uncertain"
+    assert p2["call_on"] == "adjusted" and "above the sensitivity 50.0%" in p2["adjusted_note"]
+    assert "100-100" not in stdout and "undefined" in stdout
+    assert "P2: adjusted count undefined" in stdout
+    p1 = rows["P1"]
+    assert p1["adjusted_note"] == "" and float(p1["adjusted_ci_low"]) < float(p1["adjusted_ci_high"])
+    summary = json.loads((out / "summary.json").read_text())
+    p2_json = next(s for s in summary["samples"] if s["sample"] == "P2")
+    assert p2_json["adjusted_fraction"] is None and p2_json["adjusted_note"]
+
+
+@pytest.mark.parametrize("option, value, hint", [
+    ("--confidence", "95", "0.95"), ("--confidence", "1", None), ("--confidence", "0", None),
+    ("--confidence", "nan", None), ("--diagnostic-threshold", "20", "0.2"),
+    ("--diagnostic-threshold", "0", None), ("--threshold", "1.5", None),
+    ("--target-sensitivity", "0", None)])
+def test_fractions_are_checked_before_any_work(option, value, hint, patients, tmp_path, capsys):
+    from leukolearn.predict.predictor import PredictOptions
+
+    save_model(constant_model(0.7), tmp_path / "model.safetensors")
+    out = tmp_path / "out"
+    code, _, err = run(["predict", tmp_path / "model.safetensors", patients, option, value,
+                        "--out", out], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and option in lines[0], err
+    assert not out.exists()  # refused before anything was read or written
+    # the Python API refuses the same, and says what fraction was meant
+    field = option.lstrip("-").replace("-", "_")
+    with pytest.raises(LeukolearnError, match=option) as exc:
+        PredictOptions(**{field: float(value)})
+    if hint:
+        assert f"give {hint}" in str(exc.value)
+
+
+def test_the_table_names_the_confidence_as_given(patients, tmp_path, capsys):
+    save_model(constant_model(0.7), tmp_path / "model.safetensors")
+    code, stdout, err = run(["predict", tmp_path / "model.safetensors", patients, "--confidence",
+                             "0.999", "--diagnostic-threshold", "0.125", "--out", tmp_path / "o"],
+                            capsys)
+    assert code == 0, err
+    assert "99.9% CI; flag at 12.5%" in stdout  # ":.0%" printed "100% CI" and "12%"
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["confidence"] == 0.999
+    low, high = wilson_interval(5, 5, 0.999)
+    p2 = next(s for s in summary["samples"] if s["sample"] == "P2")  # 5 of 5 called
+    assert (p2["ci_low"], p2["ci_high"]) == pytest.approx((low, high))

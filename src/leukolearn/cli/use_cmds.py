@@ -33,14 +33,16 @@ def predict(
     target_sensitivity: Optional[float] = typer.Option(
         None, "--target-sensitivity", help="Choose the threshold for this sensitivity (RUN: on its "
         "pooled test-fold predictions; model: stored by `calibrate`).", rich_help_panel=THRESHOLD),
-    positive: Optional[str] = typer.Option(None, "--positive", help="Classes counted as blasts "
-                                           "(default: 'blast').", rich_help_panel=THRESHOLD),
+    positive: Optional[str] = typer.Option(None, "--positive", help="Classes counted as "
+                                           "positive (default: the model's: 'blast', or the "
+                                           "class a binary model was trained to find).",
+                                           rich_help_panel=THRESHOLD),
     diagnostic_threshold: float = typer.Option(DIAGNOSTIC_THRESHOLD, "--diagnostic-threshold", help="Blast "
                                                "fraction a sample is flagged at.", rich_help_panel=SAMPLES),
     sample_col: Optional[str] = typer.Option(None, "--sample-col", help="Manifest CSV: column "
                                              "naming each image's sample.", rich_help_panel=SAMPLES),
-    confidence: float = typer.Option(CONFIDENCE, "--confidence", help="Of the Wilson interval.",
-                                     rich_help_panel=SAMPLES),
+    confidence: float = typer.Option(CONFIDENCE, "--confidence", help="Of the intervals, as a "
+                                     "fraction: 0.95, not 95.", rich_help_panel=SAMPLES),
     raw_count: bool = typer.Option(False, "--raw-count", help="Do not correct the blast fraction "
                                    "for the classifier's error rates (the adjusted count); the "
                                    "call is then on the raw count.", rich_help_panel=SAMPLES),
@@ -83,9 +85,10 @@ def predict(
         console.print(f"calibration: ECE {report.calibration.ece:.3f} on {report.calibration.n} "
                       "labelled cells")
     rates = report.error_rates
+    name = report.positive_name  # "blast", "ig": the class the model counts
     if rates is not None:
         console.print(f"error rates at the threshold: TPR {rates.tpr:.3f} on {rates.n_positive} "
-                      f"blasts, FPR {rates.fpr:.3f} on {rates.n_negative} other cells "
+                      f"{name} cells, FPR {rates.fpr:.3f} on {rates.n_negative} other cells "
                       f"({rates.source})")
     if not report.adjusted:
         console.print(f"raw count, not corrected for error rates: "
@@ -94,9 +97,10 @@ def predict(
 
     # Percent numbers without "%", the interval in the same cell, no vertical rules: the
     # table fits an 80-column terminal.
-    table = Table(title=f"blast % per sample ({confidence:.0%} CI; flag at "
-                  f"{diagnostic_threshold:.0%})", box=box.SIMPLE_HEAD, pad_edge=False)
-    columns = ["sample", "cells", "blasts", "counted (CI)"]
+    # :g, not :.0%: a 99.9 % interval is not a "100% CI".
+    table = Table(title=f"{name} % per sample ({100 * confidence:g}% CI; flag at "
+                  f"{100 * diagnostic_threshold:g}%)", box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = ["sample", "cells", name, "counted (CI)"]
     if report.adjusted:
         columns.append("adjusted (CI)")
     for col in (*columns, "call"):
@@ -109,14 +113,24 @@ def predict(
                                                 r.adjusted_ci_high))
         table.add_row(*cells, r.call)
     console.print(table)
+    for r in report.sample_results:
+        if r.adjusted_note:
+            console.print(f"{r.sample}: adjusted count undefined: {r.adjusted_note}")
     if report.skipped:
         console.print(f"[yellow]{len(report.skipped)} unreadable images skipped[/yellow]")
     console.print(f"{len(report.paths)} cells -> {out}")
 
 
 def _percent_with_interval(value: float, low: float, high: float) -> str:
-    # Whole-percent bounds: an interval's own precision, and the cell stays narrow.
-    return f"{100 * value:.1f} ({100 * low:.0f}-{100 * high:.0f})"
+    # Whole-percent bounds: an interval's own precision, and the cell stays narrow. Rounded
+    # outwards, so the printed interval holds the computed one: (0, 0.004) is "0-1", never
+    # the "0-0" of a certainty it does not have.
+    import math
+
+    if math.isnan(value):
+        return "undefined"
+    return f"{100 * value:.1f} ({math.floor(100 * low + 1e-6):.0f}-" \
+           f"{math.ceil(100 * high - 1e-6):.0f})"
 
 
 @app.command()
@@ -148,8 +162,8 @@ def calibrate(
     from leukolearn.errors import LeukolearnError
     from leukolearn.model.weights import save_model
     from leukolearn.predict.predictor import MODEL_FILE, load_predictor
-    from leukolearn.predict.threshold import calibrate_model
-    from leukolearn.predict.threshold import held_out_ids
+    from leukolearn.predict.threshold import (as_model_classes, calibrate_model,
+                                              calibration_classes, held_out_ids)
 
     checks.probability(target_sensitivity, "--target-sensitivity", zero=False)
     checks.one_of(part, ("val", "test", "all"), "--part")
@@ -161,10 +175,13 @@ def calibrate(
         raise LeukolearnError(f"{model} is a RUN; `predict --target-sensitivity` calibrates a "
                               "RUN on its own test-fold predictions")
     network = predictor.models[0]
-    cells = load_cells(dataset, root, size=size or network.config.input_size, positive=positive,
-                       multiclass=network.config.n_classes > 2 and positive is None,
+    multiclass, counted = calibration_classes(network.config.class_names, dataset,
+                                              split_csv(positive))
+    cells = load_cells(dataset, root, size=size or network.config.input_size,
+                       positive=None if multiclass else positive, multiclass=multiclass,
                        label_table=label_table, masks=masks, keep_duplicates=keep_duplicates)
-    if cells.class_names != network.config.class_names:
+    if as_model_classes(cells.class_names, network.config.class_names) != \
+            network.config.class_names:
         raise LeukolearnError(f"the dataset's classes {list(cells.class_names)} are not the "
                               f"model's {list(network.config.class_names)}")
     idx = np.arange(len(cells))
@@ -177,7 +194,7 @@ def calibrate(
                                   f"are not in {root}")
         source = f"the {len(idx)} {part} images of {where}"
     calibrated = calibrate_model(network, cells.images[idx], cells.labels[idx], target_sensitivity,
-                                 source=source)
+                                 positive=counted, source=source)
     if out.is_dir():
         out = out / MODEL_FILE
     save_model(calibrated, out)
@@ -189,7 +206,8 @@ def calibrate(
     Console().print(
         f"threshold {c['threshold']:.4f}: sensitivity {c['sensitivity']:.3f}, specificity "
         f"{c['specificity'] if c['specificity'] is None else round(c['specificity'], 3)} on "
-        f"{source} ({c['n_positive']} blasts); ECE {info['reliability']['ece']:.3f}\n"
+        f"{source} ({c['n_positive']} {'+'.join(info['positive'])} cells); "
+        f"ECE {info['reliability']['ece']:.3f}\n"
         f"calibrated model -> {out}")
 
 

@@ -9,24 +9,29 @@ Threshold: by the rules in `leukolearn.predict.threshold` (given, chosen for a t
 on a RUN's pooled test-fold predictions or stored in the model by `leukolearn calibrate`,
 else 0.5).
 
-Samples: each folder given holds one sample per subfolder (all images below it); images
-lying directly in a given folder form the sample named after that folder; a file given on
-its own belongs to its parent folder's sample. A CSV given instead is a manifest with a
-`path` column (relative to the CSV's folder) and the sample in `sample_col`. Per sample:
+Samples: folders (one sample per subfolder) or a manifest CSV, by the rules of
+`leukolearn.predict.samples`. Per sample:
 the blast fraction, its Wilson interval and the diagnostic call (`leukolearn.predict.counts`);
 where the classifier's error rates at the threshold are known from held-out labelled cells
 (`leukolearn.predict.threshold.error_rates`) also the adjusted count, corrected for them, with its
 interval, and the call is made on that (`raw_count` switches the correction off).
 
+Positive class (`Predictor.positive`): as `--positive` names it, else as the model file
+records it, else by the model's class names (`leukolearn.data.classes.positive_classes`: "blast",
+or the class a binary task was trained to find, e.g. "ig" of ("other", "ig")); a model whose
+names do not say (two classes "lymphocyte", "neutrophil") is refused, never guessed.
+
 Outputs (`PredictionReport.write`): cells.csv, samples.csv, summary.json and, where the
-threshold's calibration is known, the reliability diagram.
+threshold's calibration is known, the reliability diagram. The columns keep their names
+("blast", "blast_probability", "n_blasts", "blast_fraction") whatever the positive class is
+called, so that a script reading them works with every model; `predicted`, the `p_<class>`
+columns, summary.json's `positive_classes` / `positive_name` and the printed table name it.
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -39,75 +44,13 @@ from leukolearn.model.cnn import PaperCNN
 from leukolearn.model.weights import load_model
 from leukolearn.progress import progress_bar
 # Re-exported: these lived here before and callers import them from leukolearn.predict.predictor.
-from leukolearn.predict.counts import (CONFIDENCE, DIAGNOSTIC_THRESHOLD, MIN_SEPARATION, ErrorRates, SampleResult, summarize_sample)
-from leukolearn.predict.threshold import (ThresholdSetting, error_rates, is_run_dir, resolve_threshold, run_validation_predictions, stored_calibration)
+from leukolearn.predict.counts import (CONFIDENCE, DIAGNOSTIC_THRESHOLD, MIN_SEPARATION, ErrorRates, SampleResult, check_fraction, summarize_sample)
+# Re-exported too: the samples of a prediction moved to their own module.
+from leukolearn.predict.samples import (IMAGE_SUFFIXES, collect_image_paths, collect_samples, read_sample_manifest)
+from leukolearn.predict.threshold import (ThresholdSetting, error_rates, is_run_dir, positive_name, recorded_positive, resolve_threshold, run_validation_predictions, stored_calibration)
 from leukolearn.training.loop import predict_proba
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 MODEL_FILE = "model.safetensors"
-
-
-def collect_image_paths(paths: Iterable[Path]) -> list[Path]:
-    """Files as given, folders searched recursively for images (hidden files skipped)."""
-    return [p for p, _ in collect_samples(paths)]
-
-
-def collect_samples(paths: Iterable[Path]) -> list[tuple[Path, str]]:
-    """(image path, sample name) for files and folders, by the rule in the module docstring.
-    Two different folders with the same name keep their full paths as sample names."""
-    paths = [Path(p) for p in paths]
-    found: list[tuple[Path, Path]] = []  # (image, sample folder)
-    for path in paths:
-        if path.is_dir():
-            images = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            for p in images:
-                rel = p.relative_to(path).parts
-                found.append((p, path if len(rel) == 1 else path / rel[0]))
-        elif path.exists():
-            found.append((path, path.parent))
-        else:
-            raise LeukolearnError(f"{path}: no such file or folder")
-    if not found:
-        raise LeukolearnError(f"no images found in {', '.join(map(str, paths))}")
-    folders = {folder for _, folder in found}
-    by_name: dict[str, set[Path]] = {}
-    for folder in folders:
-        by_name.setdefault(_folder_name(folder), set()).add(folder)
-    names = {f: (_folder_name(f) if len(by_name[_folder_name(f)]) == 1 else str(f)) for f in folders}
-    return [(p, names[folder]) for p, folder in found]
-
-
-def _folder_name(folder: Path) -> str:
-    return folder.resolve().name or str(folder)
-
-
-def read_sample_manifest(csv_path: Path, sample_col: str | None,
-                         path_col: str = "path") -> list[tuple[Path, str]]:
-    """(image path, sample) from a CSV; paths relative to the CSV's folder (or absolute).
-    Without `sample_col` the whole CSV is one sample named after the file."""
-    csv_path = Path(csv_path)
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = {c.strip(): c for c in reader.fieldnames or []}
-        for needed in filter(None, (path_col, sample_col)):
-            if needed not in columns:
-                raise LeukolearnError(f"{csv_path}: no column {needed!r} (found {list(columns)})")
-        out = []
-        for k, row in enumerate(reader, start=2):
-            rel = (row[columns[path_col]] or "").strip()
-            if not rel:
-                continue
-            sample = (row[columns[sample_col]] or "").strip() if sample_col else csv_path.stem
-            if not sample:
-                raise LeukolearnError(f"{csv_path}, row {k}: empty {sample_col!r}")
-            out.append((csv_path.parent / rel, sample))
-    if not out:
-        raise LeukolearnError(f"{csv_path}: lists no images")
-    return out
 
 
 # ---- models ------------------------------------------------------------------------------------
@@ -121,6 +64,9 @@ class Predictor:
     size: int | None = None  # RUN: training size of the ensemble
     job_ids: list[str] = field(default_factory=list)
     _held_out: dict = field(default_factory=dict, repr=False)  # see held_out_predictions
+    # RUN: the class names the run recorded, where its models name them differently (see
+    # load_predictor); None: the models' own.
+    names: tuple[str, ...] | None = None
 
     def held_out_predictions(self, positive: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """RUN: (is_positive, positive score) pooled over the test folds of the ensemble's
@@ -136,7 +82,15 @@ class Predictor:
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return self.config.class_names
+        return self.names or self.config.class_names
+
+    def positive(self, named: Sequence[str] | None = None) -> list[int]:
+        """Indices of the positive classes: `named` (--positive), else those the model file
+        records, else by the class names; a LeukolearnError asking for --positive where
+        none of these says (see `leukolearn.data.classes.positive_classes`)."""
+        own = self.class_names == self.config.class_names
+        return positive_classes(self.class_names, named,
+                                recorded_positive(self.models[0]) if own else None)
 
     def describe(self) -> dict:
         d = {"kind": self.kind, "path": str(self.source), "class_names": list(self.class_names),
@@ -164,11 +118,19 @@ def load_predictor(path: str | Path, *, size: int | None = None) -> Predictor:
                                       f"(available: {', '.join(map(str, available))})")
             jobs = [r for r in with_weights if r.size == size]
             models = [load_model(store.weights_path(r.job_id)) for r in jobs]
-        configs = {(m.config.input_size, m.config.class_names) for m in models}
-        if len(configs) > 1:
+            recorded = tuple(store.dataset_info.class_names)
+        shapes = {(m.config.input_size, m.config.n_classes) for m in models}
+        names = {m.config.class_names for m in models}
+        # Models of one run may name the same classes differently: a run begun when every
+        # binary task was ("other", "blast") and resumed since names its new models' classes
+        # as given, ("other", "ig"). The run refused to resume on other labels (its
+        # fingerprint), so class k is the same class in every model; the run's own record
+        # (dataset.json, written when it began) names them.
+        if len(shapes) > 1 or (len(names) > 1 and len(recorded) != models[0].config.n_classes):
             raise LeukolearnError(f"{path}: the models at size {size} disagree on input size "
                                   "or classes")
-        return Predictor(models, path, "run", size, [r.job_id for r in jobs])
+        return Predictor(models, path, "run", size, [r.job_id for r in jobs],
+                         names=recorded if len(names) > 1 else None)
     if size is not None:
         raise LeukolearnError("--size applies to a RUN directory, not to a single model")
     if path.is_dir() and (path / MODEL_FILE).is_file():
@@ -219,6 +181,18 @@ class PredictOptions:
     skip_bad: bool = False  # False: the first unreadable image stops with its name
     raw_count: bool = False  # True: no adjusted count, the call is on the raw count
 
+    def __post_init__(self) -> None:
+        # Before any work: a bad fraction would otherwise surface after every image was
+        # predicted, or not at all (--confidence 95 made NaN intervals).
+        check_fraction("--confidence", self.confidence)
+        check_fraction("--diagnostic-threshold", self.diagnostic_threshold)
+        if self.threshold is not None:
+            check_fraction("--threshold", self.threshold, zero=True, one=True)
+        if self.target_sensitivity is not None:
+            check_fraction("--target-sensitivity", self.target_sensitivity, one=True)
+        if self.batch_size < 1:
+            raise LeukolearnError(f"batch size must be at least 1, got {self.batch_size}")
+
 
 @dataclass
 class PredictionReport:
@@ -242,6 +216,11 @@ class PredictionReport:
         """Whether the samples carry adjusted counts."""
         return self.error_rates is not None and self.error_rates.usable
 
+    @property
+    def positive_name(self) -> str:
+        """The positive class in words ("blast", "ig", "MYO+MOB"), for labels."""
+        return positive_name(self.predictor.class_names, self.positive)
+
     def predicted_names(self) -> list[str]:
         names = self.predictor.class_names
         if len(names) == 2 and len(self.positive) == 1:
@@ -254,6 +233,7 @@ class PredictionReport:
         return {
             "source": self.predictor.describe(),
             "positive_classes": [self.predictor.class_names[i] for i in self.positive],
+            "positive_name": self.positive_name,
             "threshold": self.threshold.to_dict(),
             "calibration": None if self.calibration is None else {
                 "on": self._calibration_source(), **self.calibration.to_dict()},
@@ -278,7 +258,8 @@ class PredictionReport:
         return {"applied": self.adjusted, "why_not": why_not,
                 "method": "(q - FPR) / (TPR - FPR) clipped to [0, 1] (adjusted count, Forman "
                           "2008; Rogan-Gladen); interval from the Wilson intervals of q, TPR "
-                          "and FPR at their extreme corners",
+                          "and FPR at their extreme corners; undefined (adjusted_note) where "
+                          "q's interval lies wholly below FPR's or above TPR's",
                 "assumes": "TPR and FPR on the new samples equal those on the held-out cells"}
 
     def _calibration_source(self) -> str:
@@ -303,13 +284,14 @@ class PredictionReport:
             cells.append([str(path), sample, pred, int(blast), f"{s:.6f}", *[f"{v:.6f}" for v in p]])
         samples_header = ["sample", "n_cells", "n_blasts", "blast_fraction", "ci_low", "ci_high",
                           "above_threshold", "call", "adjusted_fraction", "adjusted_ci_low",
-                          "adjusted_ci_high", "call_on"]
+                          "adjusted_ci_high", "call_on", "adjusted_note"]
         samples = []
         for r in self.sample_results:
             samples.append([r.sample, r.n_cells, r.n_blasts, f"{r.blast_fraction:.4f}",
                             f"{r.ci_low:.4f}", f"{r.ci_high:.4f}", int(r.above_threshold), r.call,
                             *[_fmt(v) for v in (r.adjusted_fraction, r.adjusted_ci_low,
-                                                r.adjusted_ci_high)], r.call_on])
+                                                r.adjusted_ci_high)], r.call_on,
+                            r.adjusted_note])
         written = [write_csv(out_dir / "cells.csv", cells_header, cells),
                    write_csv(out_dir / "samples.csv", samples_header, samples),
                    write_json(out_dir / "summary.json", self.summary())]
@@ -318,19 +300,18 @@ class PredictionReport:
             from leukolearn.report.style import save_figure
 
             label = "Fold models" if self.predictor.kind == "run" else "Model"
-            written += save_figure(reliability_diagram(self.calibration, label=label), out_dir,
-                                   "reliability")
+            written += save_figure(reliability_diagram(self.calibration, label=label,
+                                                       positive=self.positive_name),
+                                   out_dir, "reliability")
         return written
 
 
 def predict_samples(source: str | Path, inputs: Sequence[str | Path], options: PredictOptions | None = None,
                     *, progress: bool = True) -> PredictionReport:
     """The whole `leukolearn predict`: load, group into samples, predict, threshold, count."""
-    o = options or PredictOptions()
-    if not 0 < o.diagnostic_threshold < 1:
-        raise LeukolearnError(f"--diagnostic-threshold must be in (0, 1), got {o.diagnostic_threshold}")
+    o = options or PredictOptions()  # its fractions are checked when it is made
     predictor = load_predictor(source, size=o.size)
-    positive = positive_classes(predictor.class_names, o.positive)
+    positive = predictor.positive(o.positive)
     setting, curve = resolve_threshold(predictor, positive, threshold=o.threshold,
                                        target_sensitivity=o.target_sensitivity)
     inputs = [Path(p) for p in inputs]

@@ -48,7 +48,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from leukolearn.analysis.calibration import (ReliabilityCurve, ThresholdChoice, choose_threshold, reliability_curve)
-from leukolearn.data.classes import positive_classes
+from leukolearn.data.classes import (BLAST, JOIN, NEGATIVE, POSITIVE_KEY, negative_label, positive_classes, positive_label)
 from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import PaperCNN
 from leukolearn.predict.counts import ErrorRates
@@ -134,20 +134,69 @@ def stored_calibration(model: PaperCNN) -> dict | None:
     return model.config.extra.get("calibration")
 
 
+def recorded_positive(model: PaperCNN) -> list[str] | None:
+    """The positive classes a model file records, if it does: ModelConfig.extra's
+    `POSITIVE_KEY`, else those it was calibrated with (`calibrate_model` stores both)."""
+    extra = model.config.extra
+    recorded = extra.get(POSITIVE_KEY) or (extra.get("calibration") or {}).get("positive")
+    return list(recorded) if recorded else None
+
+
+def model_positive(model: PaperCNN, positive: Sequence[str] | None = None) -> list[int]:
+    """Indices of `model`'s positive classes: `positive` if given, else what it records,
+    else by its class names (`data.classes.positive_classes`, which refuses to guess)."""
+    return positive_classes(model.config.class_names, positive, recorded_positive(model))
+
+
+def positive_name(class_names: Sequence[str], positive: Sequence[int]) -> str:
+    """The positive class in words, for labels: "blast", "ig", "MYO+MOB"."""
+    return JOIN.join(class_names[i] for i in positive)
+
+
+def calibration_classes(model_names: Sequence[str], layout: str,
+                        named: Sequence[str] | None) -> tuple[bool, list[str] | None]:
+    """How `leukolearn calibrate` reads its labelled images for a model with classes
+    `model_names`: (multiclass, the positive classes for `calibrate_model`).
+
+    `named` (its --positive) makes a binary task (("other", "ig")) like the one the model
+    was trained on; but where the model itself has the classes named and is not that
+    binary task (a multiclass model, or two classes such as "lymphocyte", "neutrophil"
+    that do not say which is positive), the images keep their classes (multiclass) and
+    `named` says which to count. Without `named`, as the model was trained: binary (the
+    layout's default) for two classes."""
+    if not named:
+        return len(model_names) > 2, None
+    label = positive_label(layout, named)
+    if tuple(model_names) != (negative_label(label), label) and set(named) <= set(model_names):
+        return True, list(named)
+    return False, None
+
+
+def as_model_classes(names: Sequence[str], model_names: Sequence[str]) -> tuple[str, ...]:
+    """`names` (a binary task as loaded now, ("other", "ig")) as a model made by an earlier
+    version names the same task: every binary task was ("other", "blast") then."""
+    if len(names) == 2 and tuple(model_names) == (NEGATIVE, BLAST) and names[0] == NEGATIVE:
+        return tuple(model_names)
+    return tuple(names)
+
+
 def calibrate_model(model: PaperCNN, images: np.ndarray, labels: np.ndarray,
                     target_sensitivity: float, *, positive: Sequence[str] | None = None,
                     source: str = "", n_bins: int = 10) -> PaperCNN:
     """A copy of `model` whose ModelConfig.extra holds a threshold for `target_sensitivity`
     chosen on these labelled images (held out from training!) and their reliability curve.
     `model` itself is left as it was."""
-    pos = positive_classes(model.config.class_names, positive)
+    pos = model_positive(model, positive)
     score = np.clip(predict_proba(model, images)[:, pos].sum(axis=1), 0, 1)
     y = np.isin(labels, pos)
     choice = choose_threshold(y, score, target_sensitivity, source=source)
     curve = reliability_curve(y, score, n_bins)
-    extra = {**model.config.extra, "threshold": choice.threshold, "calibration": {
-        "positive": [model.config.class_names[i] for i in pos], "threshold": choice.to_dict(),
-        "reliability": curve.to_dict(), "source": source}}
+    names = [model.config.class_names[i] for i in pos]
+    # POSITIVE_KEY as well: the calibrated file then says which class it counts, and
+    # `predict` needs no --positive for it (even for a model whose names do not say).
+    extra = {**model.config.extra, POSITIVE_KEY: names, "threshold": choice.threshold,
+             "calibration": {"positive": names, "threshold": choice.to_dict(),
+                             "reliability": curve.to_dict(), "source": source}}
     calibrated = PaperCNN(replace(model.config, extra=extra))
     calibrated.load_state_dict(model.state_dict())
     return calibrated.eval()
@@ -231,7 +280,7 @@ def error_rates(predictor: Predictor, positive: Sequence[int], threshold: float
         source = (f"pooled test-fold predictions of the {len(predictor.models)} single fold "
                   f"models at training size {predictor.size}")
         rates = rates_at(y, score, threshold, source)
-        return rates, source if rates else f"{source} lack blasts or other cells"
+        return rates, source if rates else f"{source} lack {' or '.join(names)} or other cells"
     job = sweep_job(Path(predictor.source))
     if job is not None:
         from leukolearn.runstore.store import RunStore
@@ -242,20 +291,20 @@ def error_rates(predictor: Predictor, positive: Sequence[int], threshold: float
         source = f"test predictions of job {job_id} of run {run}"
         rates = rates_at(np.isin(pred.labels, positive),
                          np.clip(pred.probs[:, positive].sum(axis=1), 0, 1), threshold, source)
-        return rates, source if rates else f"the {source} lack blasts or other cells"
+        return rates, source if rates else f"the {source} lack {' or '.join(names)} or other cells"
     stored = stored_calibration(predictor.models[0])
     if stored is None:
         return None, ("no held-out labelled predictions for this model (give a RUN or a sweep's "
                       "weights file, or run `leukolearn calibrate` on it)")
     choice = ThresholdChoice(**stored["threshold"])
     if list(stored.get("positive", names)) != names:
-        return None, (f"the model was calibrated with blasts = {stored['positive']}, "
+        return None, (f"the model was calibrated with positive classes {stored['positive']}, "
                       f"not {names}")
     if not math.isclose(threshold, choice.threshold, rel_tol=0, abs_tol=1e-9):
         return None, (f"its error rates are known at its calibrated threshold "
                       f"{choice.threshold:.4g} only, not at {threshold:.4g}")
     if choice.specificity is None or math.isnan(choice.specificity) or not choice.n_positive:
-        return None, "its calibration cells lack blasts or other cells"
+        return None, f"its calibration cells lack {' or '.join(names)} or other cells"
     source = (f"sensitivity and specificity stored by `leukolearn calibrate` "
               f"({stored.get('source') or choice.source or 'held-out labelled cells'})")
     return ErrorRates(float(choice.sensitivity), 1.0 - float(choice.specificity),

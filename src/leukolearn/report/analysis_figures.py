@@ -53,9 +53,10 @@ def learning_curve_figure(plan: LearningCurvePlan, *, title: str | None = None) 
 
 
 def reliability_diagram(curve: ReliabilityCurve, *, title: str | None = None,
-                        label: str = "Model") -> Figure:
-    """Observed fraction of blasts against mean predicted probability per bin (top), with
-    the number of cells per bin (bottom); the diagonal is perfect calibration."""
+                        label: str = "Model", positive: str = "blast") -> Figure:
+    """Observed fraction of `positive` cells (the positive class's name: "blast", "ig")
+    against mean predicted probability per bin (top), with the number of cells per bin
+    (bottom); the diagonal is perfect calibration."""
     filled = curve.counts > 0
     centres = (curve.bin_edges[:-1] + curve.bin_edges[1:]) / 2
     widths = np.diff(curve.bin_edges)
@@ -67,11 +68,11 @@ def reliability_diagram(curve: ReliabilityCurve, *, title: str | None = None,
                  label=f"{label} (ECE = {curve.ece:.3f})", clip_on=False, zorder=3)
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)
-        top.set_ylabel("Observed fraction of blasts")
+        top.set_ylabel(f"Observed fraction of {positive} cells")
         top.legend(loc="upper left")
         if title:
             top.set_title(title)
         bottom.bar(centres, curve.counts, width=widths * 0.9, color=COLORS["fold"])
-        bottom.set_xlabel("Predicted blast probability")
+        bottom.set_xlabel(f"Predicted {positive} probability")
         bottom.set_ylabel("Cells")
     return fig

@@ -136,9 +136,11 @@ def calibration_section(store: RunStore, done: list, largest: int) -> tuple[Sect
     labels = np.concatenate([p.labels for p in preds])
     scores = np.concatenate([p.probs[:, 1] for p in preds]).astype(float)
     curve = reliability_curve(labels, np.clip(scores, 0.0, 1.0))
+    # Class 1 is the one scored above; its name as the run records it ("blast", "ig").
+    positive = store.dataset_info.class_names[1]
     section = Section("calibration", "Calibration")
     section.body = para(
-        f"Reliability of the blast probability: the test predictions of the {len(jobs)} "
+        f"Reliability of the {esc(positive)} probability: the test predictions of the {len(jobs)} "
         f"model{'s' if len(jobs) != 1 else ''} trained on n = {largest} images, pooled "
         f"({curve.n} predictions; a cell is counted once per fold it was tested in). "
         f"Expected calibration error (10 bins) <b>{curve.ece:.3f}</b>, maximum "
@@ -147,9 +149,10 @@ def calibration_section(store: RunStore, done: list, largest: int) -> tuple[Sect
         "probabilities as scores unless this diagram says otherwise.")
     section.figures.append(ReportFigure(
         "reliability", "Reliability diagram",
-        esc(f"Observed fraction of blasts against the mean predicted probability per bin "
-           f"(top), cells per bin (bottom); n = {largest} training images."),
-        png_bytes(reliability_diagram(curve, title=f"Pooled test predictions, n = {largest}")),
+        esc(f"Observed fraction of {positive} cells against the mean predicted probability "
+            f"per bin (top), cells per bin (bottom); n = {largest} training images."),
+        png_bytes(reliability_diagram(curve, title=f"Pooled test predictions, n = {largest}",
+                                      positive=positive)),
         "drawn from the run's store"))
     return section, curve.ece
 
