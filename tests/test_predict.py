@@ -466,6 +466,8 @@ def test_fractions_are_checked_before_any_work(option, value, hint, patients, tm
                         "--out", out], capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and option in lines[0], err
+    if hint:
+        assert f"give {hint}" in lines[0]
     assert not out.exists()  # refused before anything was read or written
     # the Python API refuses the same, and says what fraction was meant
     field = option.lstrip("-").replace("-", "_")

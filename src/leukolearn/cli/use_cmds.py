@@ -13,7 +13,7 @@ from leukolearn.files import to_json
 from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, NoDedupeOpt, PositiveOpt,
                                     RootArg, SizeOpt, load_cells, split_csv)
 # PredictOptions' defaults (predictor.py imports torch: not at the CLI's start)
-from leukolearn.predict.counts import CONFIDENCE, DIAGNOSTIC_THRESHOLD
+from leukolearn.predict.counts import CONFIDENCE, DIAGNOSTIC_THRESHOLD, check_fraction
 
 THRESHOLD = "Threshold"
 SAMPLES = "Samples"
@@ -64,8 +64,10 @@ def predict(
     checks.at_least(size, 1, "--size")
     checks.probability(threshold, "--threshold")
     checks.probability(target_sensitivity, "--target-sensitivity", zero=False)
-    checks.probability(diagnostic_threshold, "--diagnostic-threshold", zero=False, one=False)
-    checks.probability(confidence, "--confidence", zero=False, one=False)
+    # Fractions, and a percentage refused with the fraction to give ("--confidence 95":
+    # give 0.95), as PredictOptions checks them.
+    check_fraction("--diagnostic-threshold", diagnostic_threshold)
+    check_fraction("--confidence", confidence)
     checks.out_dir(out)
     options = PredictOptions(size=size, threshold=threshold, target_sensitivity=target_sensitivity,
                              positive=split_csv(positive), diagnostic_threshold=diagnostic_threshold,
