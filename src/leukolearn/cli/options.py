@@ -16,8 +16,10 @@ RootArg = typer.Argument(..., help="Folder holding the images (or the manifest C
 SizeOpt = typer.Option(None, "--size", help="Model input size in px (default: the layout's, "
                        "257 for ALL-IDB2 and folders, 400 for AML).", rich_help_panel=DATA)
 PositiveOpt = typer.Option(None, "--positive", help="Binary task: these classes (comma-"
-                           "separated) are positive, all others negative. aml-lmu: "
-                           f"{','.join(AML_BLASTS)} by default.", rich_help_panel=DATA)
+                           "separated) are positive, all others 'other'; the positive class "
+                           "keeps their name (ig; several: MYO+MOB). aml-lmu: "
+                           f"{','.join(AML_BLASTS)} by default, named blast.",
+                           rich_help_panel=DATA)
 MulticlassOpt = typer.Option(False, "--multiclass", help="Keep every class (aml-lmu: do not "
                              "merge into blast / other).", rich_help_panel=DATA)
 LabelTableOpt = typer.Option(None, "--label-table", help="ALL-IDB2: CSV/XLSX mapping image "
