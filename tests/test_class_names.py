@@ -232,3 +232,24 @@ def test_an_old_blast_model_predicts_as_before(ig_folder, tmp_path, capsys):
         cells = read_csv(out / "cells.csv")
         assert all(c["predicted"] == "blast" and c["blast"] == "1" for c in cells)
         assert all(float(c["p_blast"]) == pytest.approx(0.8, abs=1e-5) for c in cells)
+
+
+def test_an_old_blast_model_calibrates_with_the_positive_it_was_trained_with(ig_folder, tmp_path,
+                                                                              capsys):
+    """`calibrate --positive ig` now loads ("other", "ig"); a model trained with that
+    option before has ("other", "blast"): the same task, so it is calibrated, not refused."""
+    model = tmp_path / "model.safetensors"
+    save_model(constant_model(("other", "blast"), p1=0.8), model)
+    calibrated = tmp_path / "cal.safetensors"
+    code, _, err = run(["calibrate", model, "folder", ig_folder, "--positive", "ig", "--part",
+                        "all", "--target-sensitivity", "0.9", "--out", calibrated], capsys)
+    assert code == 0, err
+    config = load_model(calibrated).config
+    assert config.class_names == ("other", "blast") and config.extra["positive"] == ["blast"]
+    assert config.extra["calibration"]["threshold"]["n_positive"] == 8  # the ig cells
+    # a binary model of another task is still refused
+    save_model(constant_model(("other", "neutrophil")), tmp_path / "neu.safetensors")
+    code, _, err = run(["calibrate", tmp_path / "neu.safetensors", "folder", ig_folder,
+                        "--positive", "ig", "--part", "all", "--target-sensitivity", "0.9",
+                        "--out", tmp_path / "no.safetensors"], capsys)
+    one_line_error(code, err, "are not the model's")
