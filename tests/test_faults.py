@@ -269,7 +269,17 @@ class _CommitFails:
         return self._conn.__exit__(*exc)
 
 
-def test_full_disk_loses_no_finished_job(data, tmp_path, monkeypatch, capsys):
+# safetensors' own error on a full disk (its message as 0.8 words it), which it raises
+# instead of an OSError: it once reached the user as a 40-line traceback.
+FULL_DISK_ERRORS = {
+    "OSError": lambda filename: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename),
+    "SafetensorError": lambda filename: __import__("safetensors").SafetensorError(
+        "Error while serializing: I/O error: No space left on device (os error 28)"),
+}
+
+
+@pytest.mark.parametrize("error", FULL_DISK_ERRORS)
+def test_full_disk_loses_no_finished_job(data, tmp_path, monkeypatch, capsys, error):
     import safetensors.torch
 
     run = tmp_path / "run"
@@ -283,7 +293,7 @@ def test_full_disk_loses_no_finished_job(data, tmp_path, monkeypatch, capsys):
         calls.append(filename)
         if len(calls) == 2:
             Path(filename).write_bytes(b"\0" * 1000)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+            raise FULL_DISK_ERRORS[error](filename)
         return real_save(tensors, filename, metadata=metadata)
 
     monkeypatch.setattr(safetensors.torch, "save_file", save_file)

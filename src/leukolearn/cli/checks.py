@@ -83,14 +83,13 @@ def not_negative(value: Optional[int], option: str) -> None:
 
 def probability(value: Optional[float], option: str, *, zero: bool = True,
                 one: bool = True) -> None:
-    """`value` in [0, 1]; `zero` / `one` False: that end excluded."""
-    if value is None:
-        return
-    low_ok = value >= 0 if zero else value > 0
-    high_ok = value <= 1 if one else value < 1
-    if not (low_ok and high_ok):
-        interval = f"{'[' if zero else '('}0, 1{']' if one else ')'}"
-        raise LeukolearnError(f"{option} must be in {interval}, got {value}")
+    """`value` in [0, 1] (`zero` / `one` False: that end excluded), by the rule and in the
+    words `predict.counts.check_fraction` has for predict's fractions (95 is refused with
+    "give 0.95")."""
+    from leukolearn.predict.counts import check_fraction
+
+    if value is not None:
+        check_fraction(option, value, zero=zero, one=one)
 
 
 def one_of(value: str, choices: tuple[str, ...], option: str) -> None:

@@ -197,8 +197,6 @@ def calibrate(
         source = f"the {len(idx)} {part} images of {where}"
     calibrated = calibrate_model(network, cells.images[idx], cells.labels[idx], target_sensitivity,
                                  positive=counted, source=source)
-    if out.is_dir():
-        out = out / MODEL_FILE
     save_model(calibrated, out)
     info = calibrated.config.extra["calibration"]
     c = info["threshold"]
