@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,8 @@ COMMANDS = {
                 "leukolearn.report.run_figures.make_run_figures", "dir"),
     "summary --csv": (lambda c, m, r, o: ["summary", r, "--csv", o],
                       "leukolearn.analysis.summary.summarize_store", "file"),
-    "plan": (lambda c, m, r, o: ["plan", r, "--target", "0.9", "--figure-dir", o],
+    "plan": (lambda c, m, r, o: ["plan", r, "--target", "0.9", "--n-boot", "20",
+                                 "--figure-dir", o],  # 20: the default 1000 takes 10 s
              "leukolearn.analysis.curves.plan_from_store", "dir"),
     "explain": (lambda c, m, r, o: ["explain", r, "--out", o], RELOAD, "dir"),
     "embed": (lambda c, m, r, o: ["embed", r, "--out", o], RELOAD, "dir"),
@@ -284,6 +286,26 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(command, cells, mode
     assert written == sorted(kept)  # the earlier files, whole; no temporary file
     if command == "train":
         load_model(folder / "model.safetensors")  # the training is not lost
+
+
+@pytest.mark.parametrize("error, line", [
+    (OSError(errno.ENOSPC, "No space left on device", "/x/s.csv"),
+     "error: /x/s.csv: No space left on device; free some space and run the same command again"),
+    (PermissionError(errno.EACCES, "Permission denied", "/x/run.sqlite"),
+     "error: /x/run.sqlite: Permission denied"),
+    (OSError(errno.EXDEV, "Invalid cross-device link", "/a", None, "/b"),  # None: winerror
+     "error: /a -> /b: Invalid cross-device link"),
+    (sqlite3.OperationalError("disk I/O error"), "error: run database: disk I/O error"),
+])
+def test_an_unforeseen_os_or_sqlite_error_is_one_line(error, line, run, monkeypatch, capsys):
+    """What the checks cannot foresee (the disk fills, a file vanishes, SQLite fails in a
+    read) still ends in cli.main's one line, whichever command meets it."""
+    def fail(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr("leukolearn.analysis.summary.summarize_store", fail)
+    code, _, err = run_cli(["summary", run], capsys)
+    assert one_error_line(code, err) == line
 
 
 def test_version(capsys):

@@ -90,11 +90,10 @@ def main(argv: list[str] | None = None) -> None:
         raise
 
 
-# What to do about a failed write, by its cause.
+# What to do, for the causes that can only be a write (a read that is refused, e.g. EACCES,
+# gets no hint: it might be either).
 _HINTS = {errno.ENOSPC: "free some space and run the same command again",
-          errno.EDQUOT: "free some space and run the same command again",
-          errno.EROFS: "choose a writable place",
-          errno.EACCES: "choose a place you may write", errno.EPERM: "choose a place you may write"}
+          errno.EDQUOT: "free some space and run the same command again"}
 
 
 def os_error_line(exc: OSError) -> str:
