@@ -16,7 +16,9 @@ from leukolearn.errors import LeukolearnError
 from leukolearn.analysis.metrics import wilson_interval
 from leukolearn.model.cnn import ModelConfig, build_model
 from leukolearn.model.weights import save_model
-from leukolearn.predict.predictor import collect_samples, load_predictor, summarize_sample
+from leukolearn.predict.counts import summarize_sample
+from leukolearn.predict.predictor import load_predictor
+from leukolearn.predict.samples import collect_samples
 from leukolearn.experiments.protocol import ProtocolOptions
 from leukolearn.runstore.store import RunStore
 from leukolearn.experiments.sweep import JobOutcome
@@ -363,7 +365,7 @@ def test_a_calibrated_model_uses_its_stored_rates_at_its_threshold(patients, tmp
 
     from leukolearn.analysis.calibration import ThresholdChoice, reliability_curve
     from leukolearn.model.cnn import PaperCNN
-    from leukolearn.predict.predictor import error_rates
+    from leukolearn.predict.threshold import error_rates
 
     def calibrated(sensitivity, specificity):
         base = constant_model(0.7)

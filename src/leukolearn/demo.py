@@ -16,7 +16,8 @@ from leukolearn.data.dataset import load_dataset
 from leukolearn.data.synthetic import make_binary, write_image_folder
 from leukolearn.files import atomic_write
 from leukolearn.experiments.single import SplitSizes, default_train_config, train_and_evaluate
-from leukolearn.predict.predictor import PredictOptions, SampleResult, predict_samples
+from leukolearn.predict.counts import SampleResult
+from leukolearn.predict.predictor import PredictOptions, predict_samples
 
 PATIENT_BLAST_FRACTIONS = {"patient_A": 0.05, "patient_B": 0.25, "patient_C": 0.60}
 CELLS_PER_PATIENT = 40

@@ -43,10 +43,8 @@ from leukolearn.files import write_csv, write_json
 from leukolearn.model.cnn import PaperCNN
 from leukolearn.model.weights import load_model
 from leukolearn.progress import progress_bar
-# Re-exported: these lived here before and callers import them from leukolearn.predict.predictor.
 from leukolearn.predict.counts import (CONFIDENCE, DIAGNOSTIC_THRESHOLD, MIN_SEPARATION, ErrorRates, SampleResult, check_fraction, summarize_sample)
-# Re-exported too: the samples of a prediction moved to their own module.
-from leukolearn.predict.samples import (IMAGE_SUFFIXES, collect_image_paths, collect_samples, read_sample_manifest)
+from leukolearn.predict.samples import (collect_samples, read_sample_manifest)
 from leukolearn.predict.threshold import (ThresholdSetting, error_rates, is_run_dir, positive_name, recorded_positive, resolve_threshold, run_validation_predictions, stored_calibration)
 from leukolearn.training.loop import predict_proba
 
