@@ -44,7 +44,8 @@ def watch():
         time.sleep(0.05)
 threading.Thread(target=watch, daemon=True).start()
 import numpy as np
-from leukolearn.data.dataset import AML_BLASTS, load_dataset
+from leukolearn.data.classes import AML_BLASTS
+from leukolearn.data.dataset import load_dataset
 t = time.perf_counter()
 cells = load_dataset("aml-lmu", sys.argv[1], positive=AML_BLASTS, progress=False)
 seconds = time.perf_counter() - t

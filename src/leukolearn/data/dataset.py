@@ -33,13 +33,11 @@ from leukolearn.data.decode import (DECODE_POLICY_VERSION, count_pages, fit_mask
 from leukolearn.data.duplicates import (HASH_BITS, HASH_VERSION, duplicate_groups,
                                         duplicates_to_drop, find_duplicate_pairs,
                                         perceptual_hash)
-from leukolearn.data.classes import AML_BLASTS, positive_label
-from leukolearn.data.loaders import AML_CLASSES, LOADERS, Entry, Listing, register_loader
+from leukolearn.data.classes import negative_label, positive_label
+from leukolearn.data.loaders import LOADERS, Entry, Listing
 from leukolearn.errors import BadFileError, LeukolearnError
 from leukolearn.progress import track
 
-__all__ = ["AML_BLASTS", "AML_CLASSES", "DataWarning", "inspect_dataset", "list_datasets",
-           "load_dataset", "register_loader"]
 
 _MASK_ASPECT_TOLERANCE = 0.03  # masks may be at another resolution, not another shape
 _MAX_THREADS = 8
@@ -164,7 +162,8 @@ def inspect_dataset(name: str, root: str | Path, *, size: int | None = None,
     if positive is not None:
         chosen = _present_positive(positive, listing)
         n_pos = sum(labels[c] for c in chosen)
-        report["binary_counts"] = {"other": report["n_images"] - n_pos, "blast": n_pos}
+        label = positive_label(name, positive)  # as load_dataset names the binary task
+        report["binary_counts"] = {negative_label(label): report["n_images"] - n_pos, label: n_pos}
     return report
 
 
