@@ -30,9 +30,19 @@ class ConfigType(Protocol):
 # What a run directory may hold; anything else means the folder is not (only) a run.
 OWN_FILES = {"config.json", "dataset.json", "versions.json", "run.sqlite", "run.sqlite-journal",
              "weights", ".lock", "summary.csv"}
-# Left by a process killed while writing one of the JSON files (see files.atomic_write).
+# Left by a process killed while writing one of the JSON files, by older versions
+# (files.atomic_write's fixed temporary names; before 0.2 and then until unique names).
 OWN_FILES |= {f".{name}.tmp.json" for name in ("config", "dataset", "versions")}
-OWN_FILES |= {f".{name}.json.tmp" for name in ("config", "dataset", "versions")}  # before 0.2
+OWN_FILES |= {f".{name}.json.tmp" for name in ("config", "dataset", "versions")}
+# The files a run writes into its folder with files.atomic_write, whose temporary names
+# are now `.{name}.{pid}-{random}.tmp` (files.temporary_name): matched by prefix and suffix.
+_WRITTEN = ("config.json", "dataset.json", "versions.json", "summary.csv")
+
+
+def is_own_file(name: str) -> bool:
+    """Whether a run directory may hold a file or folder of this name."""
+    return name in OWN_FILES or (name.endswith(".tmp") and any(
+        name.startswith(f".{written}.") for written in _WRITTEN))
 
 
 def check_same_run(path: Path, config: dict, dataset: DatasetInfo,
@@ -147,7 +157,7 @@ def _upgrade(stored: dict, config_type: ConfigType | None) -> dict:
 
 def refuse_foreign(path: Path) -> None:
     """Refuse a non-empty folder that holds files a run does not write."""
-    foreign = sorted(p.name for p in path.iterdir() if p.name not in OWN_FILES)
+    foreign = sorted(p.name for p in path.iterdir() if not is_own_file(p.name))
     if foreign:
         raise LeukolearnError(
             f"{path} is not empty and is not a leukolearn run (it holds {foreign[0]!r}); "
