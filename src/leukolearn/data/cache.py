@@ -14,7 +14,8 @@ or one the memo does not know, is hashed again. The key stays the content hash.
 
 Arrays are written row by row into `numpy.lib.format.open_memmap` files, so the dataset
 is never held in RAM; the folder is written under a temporary name and renamed into
-place (`os.replace`), so a killed or failed load leaves no half-written entry. A hit
+place (`files.atomic_folder` / `publish_folder`), so a killed or failed load leaves no
+half-written entry. A hit
 returns read-only memory maps: a dataset larger than RAM still loads, in seconds.
 """
 from __future__ import annotations
@@ -24,7 +25,6 @@ import hashlib
 import os
 import shutil
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -33,6 +33,7 @@ import numpy as np
 from numpy.lib.format import open_memmap
 
 from leukolearn.errors import BadFileError
+from leukolearn.files import atomic_folder, atomic_write, publish_folder
 
 _CHUNK = 1 << 20  # 1 MiB
 _ROWS_PER_COPY = 256  # rows copied at a time by entry_rows
@@ -202,7 +203,7 @@ class EntryWriter:
         self.key = key
         self._base = cache_root() / "arrays"
         self._base.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=self._base))
+        self._tmp = atomic_folder(self._base / key)
         self.arrays = {
             name: open_memmap(self._tmp / f"{name}.npy", mode="w+", dtype=dtype,
                               shape=tuple(shape))
@@ -214,13 +215,10 @@ class EntryWriter:
         for array in self.arrays.values():
             array.flush()
         self.arrays.clear()  # close our writable maps before the folder moves
-        final = self._base / self.key
-        # Not files.atomic_write: an entry is a folder of arrays filled over a whole load,
-        # and its rename, not any one file's, is what makes it appear whole.
-        try:
-            os.replace(self._tmp, final)
-        except OSError:  # another process committed the same entry first: use theirs
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        # An entry is a folder of arrays filled over a whole load: its rename, not any one
+        # file's, makes it appear whole. If another process committed the same entry
+        # first, publish_folder keeps theirs (the same bytes: the key hashes the content).
+        publish_folder(self._tmp, self._base / self.key)
         entry = lookup(self.key)
         assert entry is not None
         return entry
@@ -246,18 +244,15 @@ def entry_rows(key: str, name: str, index: np.ndarray) -> np.ndarray:
     target = folder / "subsets" / f"{name}-{tag}.npy"
     if not target.exists():
         target.parent.mkdir(exist_ok=True)
-        # Not files.atomic_write: its temporary name is the same for every writer, and
-        # parallel sweep workers may write the same subset at once; each process fills its
-        # own file here (pid in the name) and the last rename wins with identical bytes.
-        tmp = target.with_name(f".{target.name}.{os.getpid()}")
-        try:
+        # Parallel sweep workers may write the same subset at once: atomic_write gives
+        # each its own temporary file, and the last rename wins with identical bytes.
+        def fill(tmp: Path) -> None:
             out = open_memmap(tmp, mode="w+", dtype=source.dtype,
                               shape=(len(index), *source.shape[1:]))
             for start in range(0, len(index), _ROWS_PER_COPY):
                 out[start:start + _ROWS_PER_COPY] = source[index[start:start + _ROWS_PER_COPY]]
             out.flush()
-            del out
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+            del out  # closes the map before the rename (Windows cannot rename an open file)
+
+        atomic_write(target, fill)
     return np.load(target, mmap_mode="r")

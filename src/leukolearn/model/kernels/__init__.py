@@ -44,6 +44,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from leukolearn.files import atomic_write
+
 # -march=native for GCC and clang on x86 and Linux arm64; -mcpu=native for Apple clang on
 # arm64, which refuses -march=native; plain -O3 for anything else.
 _FLAG_SETS = (["-O3", "-march=native"], ["-O3", "-mcpu=native"], ["-O3"])
@@ -257,22 +259,33 @@ def _build() -> tuple[Path, str]:
             if target.exists():
                 return target, name
             with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                c_file, so_file = Path(tmp) / "fused.c", Path(tmp) / "fused.so"
+                c_file = Path(tmp) / "fused.c"
                 c_file.write_text(source, encoding="utf-8")
-                try:
+
+                def compile_to(so_file: Path) -> None:
                     run = subprocess.run([*command, *flags, *_COMMON_FLAGS, "-o", str(so_file),
                                           str(c_file), "-lm"], capture_output=True, text=True,
                                          timeout=300)
+                    if run.returncode != 0:
+                        raise _CompileFailed(run)
+
+                try:
+                    # atomic, with a temporary name of its own: parallel workers may build it too
+                    atomic_write(target, compile_to)
+                    return target, name
+                except _CompileFailed as failed:
+                    run = failed.args[0]
                 except OSError as exc:
                     last = exc.strerror or str(exc)
                     break  # not runnable: no other flags will help
-                if run.returncode == 0:
-                    os.replace(so_file, target)  # atomic: parallel workers may build it too
-                    return target, name
                 lines = [line for line in run.stderr.splitlines() if "error" in line.lower()]
                 last = (lines or run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[0]
         problems.append(f"{name} failed ({last.strip()})")
     raise RuntimeError("no C compiler could build them: " + "; ".join(problems))
+
+
+class _CompileFailed(Exception):
+    """A compiler ran and refused (args[0]: its CompletedProcess): try the next flags."""
 
 
 def _cpu_flags() -> str:
