@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 import tifffile
-import torch
 from helpers import run_cli
 from PIL import Image
 
@@ -17,13 +16,14 @@ from leukolearn.experiments.variants import ShortcutMasks
 from leukolearn.experiments.shortcut import run_shortcut
 from leukolearn.experiments.presets import SweepConfig
 from leukolearn.experiments.protocol import ProtocolOptions
+from leukolearn.model.cnn import ModelConfig, build_model
 from leukolearn.runstore.store import RunStore
 from leukolearn.experiments.sweep import JobOutcome, sweep_dataset
 from leukolearn.training.config import TrainConfig
 
 
 class CountingRunner:
-    """Remembers which images (by fingerprint) each job was run on; keeps a tiny state dict
+    """Remembers which images (by fingerprint) each job was run on; keeps a tiny network
     as its "model" so that weights files are written and copied."""
 
     def __init__(self):
@@ -35,7 +35,8 @@ class CountingRunner:
         return JobOutcome(metric=0.5 + job.size / 100, best_epoch=2, epochs_run=3, seconds=0.0,
                           degenerate=False, test_probs=rng.dirichlet([1, 1], len(job.test_idx)),
                           history=[{"epoch": 1, "val_loss": 0.3}],
-                          model={"w": torch.full((2,), float(job.seed % 997))})
+                          model=build_model(ModelConfig(input_size=8, filters=(2,), hidden=2),
+                                            seed=job.seed % 997))
 
     def jobs_on(self, cells):
         return [job_id for fingerprint, job_id in self.calls if fingerprint == cells.fingerprint]

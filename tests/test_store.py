@@ -8,7 +8,6 @@ import sqlite3
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
@@ -16,6 +15,8 @@ from leukolearn.experiments.protocol import ProtocolOptions, make_plan
 from leukolearn.runstore.store import DatasetInfo, RunStore
 from leukolearn.analysis.summary import summarize_store
 from leukolearn.experiments.sweep import JobOutcome
+from leukolearn.model.cnn import ModelConfig, build_model
+from leukolearn.model.weights import load_model
 
 CONFIG = {"protocol": "all", "options": {"folds": 4, "sizes": [4, 8]}, "metric": "auc"}
 
@@ -34,7 +35,12 @@ def outcome(job, metric=0.75):
     probs = np.tile([[0.3, 0.7]], (len(job.test_idx), 1))
     return JobOutcome(metric=metric, best_epoch=3, epochs_run=5, seconds=0.1, degenerate=False,
                       test_probs=probs, history=[{"epoch": 1, "val_loss": np.float32(0.5)}],
-                      model={"w": torch.arange(3, dtype=torch.float32)})
+                      model=tiny_model())
+
+
+def tiny_model():
+    """A real (tiny) network: the store writes weights only as load_model reads them."""
+    return build_model(ModelConfig(input_size=8, filters=(2,), hidden=2), seed=3)
 
 
 @pytest.fixture
@@ -68,7 +74,9 @@ def test_round_trip(tmp_path, cells, plan):
         assert store.history(job.job_id) == [{"epoch": 1, "val_loss": 0.5}]
         train, val, test = store.split(job.job_id)
         assert train.tolist() == list(job.train_idx) and val.tolist() == list(job.val_idx)
-        assert load_file(store.weights_path(job.job_id))["w"].tolist() == [0.0, 1.0, 2.0]
+        saved = load_model(store.weights_path(job.job_id)).state_dict()
+        for name, value in tiny_model().state_dict().items():
+            assert torch.equal(saved[name], value), name
         assert store.image_ids()[:2] == ["img0", "img1"]
         assert store.image_labels().tolist() == cells.labels.tolist()
         with pytest.raises(LeukolearnError, match="read-only"):
@@ -130,7 +138,7 @@ def test_orphan_weights_file_is_overwritten(tmp_path, cells, plan):
         orphan.write_bytes(b"half a file from a crash")  # weights renamed, row never committed
         assert store.finished_ids() == set()
         store.record_done(job, outcome(job), cells.labels[list(job.test_idx)])
-        assert load_file(orphan)["w"].shape == (3,)
+        assert load_model(orphan).config.filters == (2,)
         assert not list((tmp_path / "weights").glob(".*tmp*"))
 
 

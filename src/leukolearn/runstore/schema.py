@@ -5,7 +5,7 @@ the dataset record (dataset.json), and the encodings of arrays and weights.
   version in place;
 - `DatasetInfo`, written to dataset.json: what the plan's indices point into;
 - `to_npy` / `from_npy`: arrays as .npy bytes for the BLOB columns (never pickled);
-- `write_weights`: a job's weights file, written atomically (`leukolearn.files`).
+- `write_weights`: a job's weights file, as `model.weights.save_model` writes it (atomically).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from leukolearn.errors import LeukolearnError
-from leukolearn.files import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from leukolearn.data.cellimages import CellImages
@@ -125,18 +124,13 @@ class DatasetInfo:
 
 
 def write_weights(model: Any, path: Path) -> None:
-    """A job's weights file; a failed write (a full disk) raises OSError naming `path`
-    (safetensors' own SafetensorError is turned into one by `model.weights`), which the
-    store reports as the job it could not save."""
-    from leukolearn.model.weights import save_model, save_tensors
+    """A job's weights file, as `model.weights.save_model` writes it (atomically, its
+    ModelConfig in the metadata, so `load_model` reads it back); a failed write (a full
+    disk) raises OSError naming `path` (safetensors' own SafetensorError is turned into one
+    by `model.weights`), which the store reports as the job it could not save."""
+    from leukolearn.model.weights import save_model
 
-    def save(tmp: Path) -> None:
-        if isinstance(model, Mapping):  # a plain state dict
-            save_tensors({k: v.detach().cpu().contiguous() for k, v in model.items()}, tmp)
-        else:  # a leukolearn model: its ModelConfig goes into the file's metadata
-            save_model(model, tmp)
-
-    atomic_write(path, save)
+    save_model(model, path)
 
 
 def to_npy(a: np.ndarray) -> bytes:

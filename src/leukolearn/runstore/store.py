@@ -244,7 +244,7 @@ class RunStore:
                 write_weights(outcome.model, self.path / weights)
             self._insert(job, {
                 "status": "done", "metric_name": outcome.metric_name,
-                "metric": None if np.isnan(metric) else metric,
+                "metric": json_safe(metric),  # an undefined metric (NaN) is NULL
                 "best_epoch": int(outcome.best_epoch), "epochs_run": int(outcome.epochs_run),
                 "seconds": float(outcome.seconds), "degenerate": int(bool(outcome.degenerate)),
                 "test_labels": to_npy(np.asarray(test_labels, dtype=np.int64)),
