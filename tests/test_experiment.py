@@ -45,3 +45,20 @@ def test_evaluate_reports_auc_for_two_classes():
     assert metrics["roc_auc"] == 1.0
     assert metrics["accuracy"] == 1.0
     assert metrics["confusion"] == [[2, 0], [0, 2]]
+
+
+def test_train_records_how_it_ran_in_metrics_json(tmp_path):
+    """As a sweep's job row: the kernels, threads and device the training ran with."""
+    import json
+
+    from leukolearn.data.synthetic import make_binary
+    from leukolearn.experiments.single import train_and_evaluate
+    from leukolearn.model import kernels
+    from leukolearn.training.config import TrainConfig
+
+    cells = make_binary(10, size=190, seed=1)
+    train_and_evaluate(cells, SplitSizes(6, 6, 6), TrainConfig.binary(max_epochs=1, device="cpu"),
+                       seed=0, out_dir=tmp_path, progress=False)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["kernels"], metrics["threads"], metrics["device"]) == (
+        kernels.enabled(), 1, "cpu")

@@ -384,3 +384,33 @@ def test_quick_preset_is_quick():
     assert (quick.train.max_epochs, quick.train.patience) == (30, 10)
     assert get_preset("paper-aml-binary").options.test_size == 600
     assert math.isclose(get_preset("paper-multiclass").train.lr, 1e-4)
+
+
+def _tiny_real_sweep(tmp_path, name, **kwargs):
+    """Two real 1-epoch trainings (the TrainingRunner), and how the store says they ran."""
+    from leukolearn.data.synthetic import make_binary
+    from leukolearn.training.config import TrainConfig
+
+    cells = make_binary(6, size=190, seed=4)
+    config = SweepConfig("all", ProtocolOptions(folds=3, sizes=(4,), run_folds=2),
+                         TrainConfig.binary(max_epochs=1, patience=1, device="cpu"), "auc")
+    report = sweep_dataset(cells, config, tmp_path / name, progress=False, **kwargs)
+    assert report.done == 2 and report.failures == []
+    with RunStore.open(tmp_path / name) as store:
+        return {(r.kernels, r.threads, r.device) for r in store.results()}
+
+
+def test_a_batched_sweep_records_that_no_fused_kernels_ran(tmp_path):
+    # train_many runs PyTorch's layers through vmap: kernels 0 even on the CPU with the
+    # kernels built, which the runner's old guess (device == cpu and enabled()) got wrong.
+    assert _tiny_real_sweep(tmp_path, "batched", batch_models=2) == {(False, 1, "cpu")}
+
+
+def test_a_cpu_sweep_records_the_fused_kernels_it_ran(tmp_path):
+    from leukolearn.model import kernels
+
+    if not kernels.enabled():
+        pytest.skip(f"kernels off: {kernels.problem()}")
+    assert _tiny_real_sweep(tmp_path, "single") == {(True, 1, "cpu")}
+    with kernels.disabled():  # switched off: the loop ran PyTorch's layers, and says so
+        assert _tiny_real_sweep(tmp_path, "off") == {(False, 1, "cpu")}

@@ -104,6 +104,8 @@ def train_and_evaluate(
     metrics.update(best_epoch=result.best_epoch, epochs_run=result.epochs_run,
                    seconds=round(result.seconds, 1), degenerate=result.degenerate,
                    restarts=result.restarts,
+                   # how it ran, as a sweep records it per job: the float sums depend on it
+                   kernels=result.kernels, threads=result.threads, device=result.device,
                    n_train=len(job.train_idx), n_val=len(job.val_idx), seed=seed, fold=fold,
                    dataset_fingerprint=cells.fingerprint)
     out_dir = Path(out_dir)

@@ -32,7 +32,7 @@ from leukolearn.experiments.workers import attempt, run_parallel
 from leukolearn.runstore.resume import HowItRan, ran_otherwise
 from leukolearn.runstore.store import DatasetInfo, RunStore
 
-METRICS = ("auc", "weighted_f1")
+from leukolearn.analysis.metrics import METRICS  # the one list of metric names
 
 
 @dataclass
@@ -46,7 +46,7 @@ class JobOutcome:
     degenerate: bool  # constant predictions on validation
     test_probs: np.ndarray  # (n_test, n_classes), rows in job.test_idx order
     history: list[dict]
-    model: Any = None  # torch module, state dict, or None (then no weights file)
+    model: Any = None  # a leukolearn model (PaperCNN), or None (then no weights file)
     metric_name: str = "auc"
     # Dead networks re-initialised before this one (TrainConfig.restarts): stored, so a
     # summary can say which results needed them.
@@ -90,8 +90,9 @@ class TrainingRunner:
                              self.train_config)
         return [self._outcome(cells, job, result) for job, result in zip(jobs, results)]
 
-    def how_it_runs(self, may_touch_cuda: bool = True) -> HowItRan | None:
-        """How this process's trainings will run: what `_outcome` records per job. None
+    def how_it_runs(self, may_touch_cuda: bool = True, batched: bool = False) -> HowItRan | None:
+        """How this process's trainings will run: what `_outcome` records per job
+        (`batched`: by `run_many`, whose train_many never runs the fused kernels). None
         when that cannot be known here: device "auto" on a CUDA build of torch when
         `may_touch_cuda` is False, because asking CUDA initialises its driver, and worker
         processes forked after that cannot use the GPU."""
@@ -107,16 +108,13 @@ class TrainingRunner:
             name = "cuda" if torch.cuda.is_available() else "cpu"
         if name != "cpu":  # the kernels are CPU-only; the GPU's sums ignore the threads
             return HowItRan(kernels=False, threads=None, device=name)
-        return HowItRan(kernels=kernels.enabled(), threads=TRAINING_THREADS, device="cpu")
+        return HowItRan(kernels=not batched and kernels.enabled(), threads=TRAINING_THREADS,
+                        device="cpu")
 
     def _outcome(self, cells: CellImages, job: Job, result: Any) -> JobOutcome:
-        import torch
-
         from leukolearn.analysis.metrics import roc_auc, weighted_f1
-        from leukolearn.model import kernels
-        from leukolearn.training.loop import TRAINING_THREADS, predict_proba, resolve_device
+        from leukolearn.training.loop import predict_proba
 
-        device = resolve_device(self.train_config.device)
         test_idx = np.asarray(job.test_idx)
         # Inference may use this process's threads: one image's forward pass sums within
         # the image only, and the probabilities are bit-identical with 1 to 4 threads
@@ -133,11 +131,8 @@ class TrainingRunner:
             history=result.history, model=result.model, metric_name=self.metric,
             # train_model and batched.train_many (run_many) both count restarts per job.
             restarts=result.restarts,
-            # What train_model and train_many chose: the kernels run on the CPU only, with
-            # TRAINING_THREADS threads; elsewhere the threads of this process.
-            kernels=device.type == "cpu" and kernels.enabled(),
-            threads=TRAINING_THREADS if device.type == "cpu" else torch.get_num_threads(),
-            device=str(device),
+            # What the training ran on, as train_model or train_many reports it.
+            kernels=result.kernels, threads=result.threads, device=result.device,
         )
 
 
@@ -187,7 +182,7 @@ def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner,
     if todo and finished:
         # Asking CUDA in this process is harmless only when no workers are forked after it.
         _warn_if_ran_otherwise(store, runner, may_touch_cuda=batch_models > 1 or jobs == 1
-                               or len(todo) <= 1)
+                               or len(todo) <= 1, batched=batch_models > 1)
     start = time.perf_counter()
     # The bar stays when done: the last job's line is the sweep's record on screen.
     with progress_bar(enabled=progress, transient=False, extra=("{task.fields[note]}",)) as bar:
@@ -280,12 +275,15 @@ def _check_class_counts(cells: CellImages, config: Any) -> None:
             )
 
 
-def _warn_if_ran_otherwise(store: RunStore, runner: Any, may_touch_cuda: bool) -> None:
+def _warn_if_ran_otherwise(store: RunStore, runner: Any, may_touch_cuda: bool,
+                           batched: bool) -> None:
     """One warning when the stored jobs ran on another device, with or without the fused
-    kernels, or with other threads than the jobs this runner trains now. A runner that
-    cannot say how it runs (no `how_it_runs`, e.g. a fake one) is not checked."""
+    kernels, or with other threads than the jobs this runner trains now (`batched`: by its
+    run_many). A runner that cannot say how it runs (no `how_it_runs`, e.g. a fake one) is
+    not checked."""
     how_it_runs = getattr(runner, "how_it_runs", None)
-    now: HowItRan | None = how_it_runs(may_touch_cuda) if how_it_runs is not None else None
+    now: HowItRan | None = (how_it_runs(may_touch_cuda, batched=batched)
+                            if how_it_runs is not None else None)
     if now is None:
         return
     message = ran_otherwise(store.results(), now)

@@ -74,8 +74,11 @@ def train_many(cells: CellImages, jobs: Sequence[BatchJob], config: TrainConfig,
         return _train_once_many(cells, [(jobs[i][0], jobs[i][1], s) for i, s in zip(todo, seeds)],
                                 config, dev)
 
-    with training_threads(dev):  # as train_model: a fixed thread count on the CPU
-        return train_with_restarts([seed for _, _, seed in jobs], config.restarts, attempt)
+    with training_threads(dev) as threads:  # as train_model: a fixed count on the CPU
+        results = train_with_restarts([seed for _, _, seed in jobs], config.restarts, attempt)
+    for result in results:
+        result.threads = threads
+    return results
 
 
 @dataclass
@@ -176,7 +179,9 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
             active = [active[row] for row in keep]
     total_seconds = time.perf_counter() - start
 
-    return [finish(model, m.stopping, cells.images[m.val_idx], total_seconds, m.last_state)
+    # kernels=False: vmap runs PyTorch's layers, never the fused kernels (CPU or not).
+    return [finish(model, m.stopping, cells.images[m.val_idx], total_seconds, m.last_state,
+                   kernels=False, device=device)
             for model, m in zip(models, members)]
 
 

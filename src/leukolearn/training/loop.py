@@ -49,6 +49,13 @@ class TrainResult:
     seconds: float = 0.0
     degenerate: bool = False  # constant predictions on validation: a dead ReLU network
     restarts: int = 0  # dead networks re-initialised before this one (TrainConfig.restarts)
+    # How it ran, as recorded with a result (the float sums depend on it): whether the
+    # fused C kernels did the conv blocks (train_model on the CPU with kernels enabled;
+    # never train_many, whose vmap runs PyTorch's layers), torch's intra-op threads
+    # during the training, and the device it trained on ("cpu", "cuda").
+    kernels: bool = False
+    threads: int | None = None
+    device: str = "cpu"
 
 
 EpochCallback = Callable[[dict], None]
@@ -113,8 +120,10 @@ def train_model(
         return [_train_once(cells, train_idx, val_idx, config, seed=seeds[0], progress=progress,
                             on_epoch=on_epoch)]
 
-    with training_threads(resolve_device(config.device)):
-        return train_with_restarts([seed], config.restarts, attempt)[0]
+    with training_threads(resolve_device(config.device)) as threads:
+        result = train_with_restarts([seed], config.restarts, attempt)[0]
+    result.threads = threads
+    return result
 
 
 def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
@@ -163,7 +172,8 @@ def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
             if stop:
                 break
     # The model holds the last epoch's weights: what `finish` keeps when no epoch was best.
-    return finish(model, stopping, cells.images[val_idx], time.perf_counter() - start)
+    return finish(model, stopping, cells.images[val_idx], time.perf_counter() - start,
+                  kernels=fused, device=device)
 
 
 class EarlyStopping:
@@ -229,10 +239,12 @@ def train_with_restarts(seeds: Sequence[int], restarts: int,
 
 
 def finish(model: PaperCNN, stopping: EarlyStopping, val_images: np.ndarray, seconds: float,
-           last_state: dict | None = None) -> TrainResult:
+           last_state: dict | None = None, *, kernels: bool = False,
+           device: torch.device | str = "cpu") -> TrainResult:
     """The TrainResult of one training: the best epoch's weights loaded into `model` (or,
     when NaN losses left no best epoch, `last_state`; None: `model` holds the last weights
-    already), the model on the CPU in eval mode, and whether it is dead on validation."""
+    already), the model on the CPU in eval mode, and whether it is dead on validation.
+    `kernels` and `device`: what the training ran on, recorded with its result."""
     state = stopping.best_state if stopping.best_state is not None else last_state
     if state is not None:
         model.load_state_dict(state)
@@ -241,6 +253,7 @@ def finish(model: PaperCNN, stopping: EarlyStopping, val_images: np.ndarray, sec
         model=model, history=stopping.history, best_epoch=stopping.best_epoch,
         epochs_run=len(stopping.history), seconds=seconds,
         degenerate=is_constant(predict_proba(model, val_images)),
+        kernels=kernels, device=str(device),
     )
 
 
