@@ -11,15 +11,13 @@ exact for a run with restarts 0 (the paper presets).
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 import numpy as np
 
-from leukolearn.files import json_safe, to_json
+from leukolearn.files import csv_text, json_safe, to_json
 from leukolearn.runstore.store import JobRecord, RunStore
 
 # n_restarted last (added later): a CSV reader that goes by position finds the others unmoved.
@@ -66,12 +64,9 @@ class Summary:
 
     def to_csv(self) -> str:
         """One line per size; NaN as an empty field; floats to 4 decimals."""
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(("metric",) + COLUMNS)
-        for r in self.rows:
-            writer.writerow([self.metric_name] + [_csv_value(getattr(r, c)) for c in COLUMNS])
-        return buf.getvalue()
+        return csv_text(("metric",) + COLUMNS,
+                        [[self.metric_name] + [getattr(r, c) for c in COLUMNS] for r in self.rows],
+                        digits=4)
 
 
 def summarize(records: Iterable[JobRecord], metric_name: str | None = None) -> Summary:
@@ -113,9 +108,3 @@ def summarize_store(store: RunStore) -> Summary:
 
 def _stat(fn, values: np.ndarray) -> float:
     return float(fn(values)) if len(values) else math.nan
-
-
-def _csv_value(v: object) -> object:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.4f}"
-    return v

@@ -279,19 +279,18 @@ class PredictionReport:
         cells = []
         for path, sample, pred, blast, s, p in zip(self.paths, self.samples, self.predicted_names(),
                                                    self.is_blast, self.score, self.probs):
-            cells.append([str(path), sample, pred, int(blast), f"{s:.6f}", *[f"{v:.6f}" for v in p]])
+            cells.append([str(path), sample, pred, int(blast), s, *p])  # floats: 6 decimals
         samples_header = ["sample", "n_cells", "n_blasts", "blast_fraction", "ci_low", "ci_high",
                           "above_threshold", "call", "adjusted_fraction", "adjusted_ci_low",
                           "adjusted_ci_high", "call_on", "adjusted_note"]
         samples = []
         for r in self.sample_results:
-            samples.append([r.sample, r.n_cells, r.n_blasts, f"{r.blast_fraction:.4f}",
-                            f"{r.ci_low:.4f}", f"{r.ci_high:.4f}", int(r.above_threshold), r.call,
-                            *[_fmt(v) for v in (r.adjusted_fraction, r.adjusted_ci_low,
-                                                r.adjusted_ci_high)], r.call_on,
-                            r.adjusted_note])
-        written = [write_csv(out_dir / "cells.csv", cells_header, cells),
-                   write_csv(out_dir / "samples.csv", samples_header, samples),
+            # floats: 4 decimals; a NaN (no adjusted count) empty, by write_csv's one rule
+            samples.append([r.sample, r.n_cells, r.n_blasts, r.blast_fraction, r.ci_low,
+                            r.ci_high, int(r.above_threshold), r.call, r.adjusted_fraction,
+                            r.adjusted_ci_low, r.adjusted_ci_high, r.call_on, r.adjusted_note])
+        written = [write_csv(out_dir / "cells.csv", cells_header, cells, digits=6),
+                   write_csv(out_dir / "samples.csv", samples_header, samples, digits=4),
                    write_json(out_dir / "summary.json", self.summary())]
         if self.calibration is not None and self.calibration.n:
             from leukolearn.report.analysis_figures import reliability_diagram
@@ -343,11 +342,6 @@ def predict_samples(source: str | Path, inputs: Sequence[str | Path], options: P
                                 rates) for s in order]
     return PredictionReport(predictor, o, paths, samples, probs, score, is_blast, positive,
                             setting, curve, results, skipped, rates, note)
-
-
-def _fmt(v: float) -> str:
-    """4 decimals; empty for NaN (no adjusted count)."""
-    return "" if np.isnan(v) else f"{v:.4f}"
 
 
 def _bad_reason(path: Path) -> str:
