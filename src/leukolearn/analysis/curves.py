@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from leukolearn.analysis.metrics import metric_label
 from leukolearn.errors import LeukolearnError
 from leukolearn.files import json_safe
 
@@ -36,6 +37,7 @@ LOWER = (1e-6, 1e-9, 1e-3)
 UPPER = (1.0, 1e3, 5.0)
 N_BOOT = 1000  # bootstrap resamples of the folds (`plan --n-boot`)
 CONFIDENCE = 0.95  # of the interval on n* (`plan --confidence`)
+TARGET = 0.95  # the report's learning-curve target: "how many images for AUC 0.95"
 
 
 def inverse_power_law(n: np.ndarray | float, a: float, b: float, c: float) -> np.ndarray:
@@ -200,7 +202,10 @@ class LearningCurvePlan:
         return json_safe(d)
 
     def text(self) -> str:
-        name = {"auc": "AUC", "weighted_f1": "weighted F1"}.get(self.metric_name, self.metric_name)
+        # "AUC", not metric_label's "ROC-AUC": the plan's printed text stays as it was (the
+        # formula line is long enough); every other metric is named as everywhere else.
+        name = "AUC" if self.metric_name == "auc" else metric_label(self.metric_name,
+                                                                     capital=False)
         pct = f"{self.confidence:.0%}"
         f = self.fit
         lines = [

@@ -11,6 +11,14 @@ import numpy as np
 # A run's metric (SweepConfig.metric) as a reader sees it, in running text ("test weighted
 # F1"); `metric_label` gives the capitalised form for an axis or a figure's table.
 METRIC_LABELS = {"auc": "ROC-AUC", "weighted_f1": "weighted F1"}
+# The metrics a sweep can score (SweepConfig.metric): the one list, kept with their names.
+METRICS = tuple(METRIC_LABELS)
+
+
+def chance_level(name: str) -> float | None:
+    """What metric `name` scores for a network that guesses, for a figure's reference line:
+    0.5 for ROC-AUC; None for weighted F1, whose chance level depends on the class counts."""
+    return 0.5 if name == "auc" else None
 
 
 def metric_label(name: str, capital: bool = True) -> str:

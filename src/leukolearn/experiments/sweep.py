@@ -32,7 +32,7 @@ from leukolearn.experiments.workers import attempt, run_parallel
 from leukolearn.runstore.resume import HowItRan, ran_otherwise
 from leukolearn.runstore.store import DatasetInfo, RunStore
 
-METRICS = ("auc", "weighted_f1")
+from leukolearn.analysis.metrics import METRICS  # the one list of metric names
 
 
 @dataclass
