@@ -174,3 +174,54 @@ def test_cli_defaults_are_those_of_the_config_classes():
     demo, demo_fn = _defaults("demo"), keyword_defaults(run_demo)
     assert all(demo[k] == demo_fn[k] for k in ("per_class", "seed", "max_epochs", "patience"))
     assert _defaults("export")["opset"] == keyword_defaults(export_onnx)["opset"]
+
+
+def test_cli_defaults_of_running_reporting_and_explaining_are_the_package_ones():
+    """The defaults the CLI reads from torch-free modules are those the functions it calls
+    use, so a default is changed in one place."""
+    import inspect
+
+    from leukolearn.experiments.shortcut import run_shortcut
+    from leukolearn.experiments.sweep import sweep_dataset
+    from leukolearn.explain.lrp import lrp
+    from leukolearn.explain.measures import explain_grid, focus_table
+    from leukolearn.report.html import write_report
+
+    def keyword_defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+    sweep, swept = _defaults("sweep"), keyword_defaults(sweep_dataset)
+    assert (sweep["jobs"], sweep["batch_models"]) == (swept["jobs"], swept["batch_models"])
+    assert _defaults("shortcut")["jobs"] == keyword_defaults(run_shortcut)["jobs"]
+    rule = _defaults("explain")["rule"]
+    assert rule == keyword_defaults(explain_grid)["rule"] == keyword_defaults(focus_table)["rule"]
+    assert rule == keyword_defaults(lrp)["rule"]
+    report, written = _defaults("report"), keyword_defaults(write_report)
+    assert (report["target"], report["n_boot"]) == (written["target"], written["n_boot"])
+    assert report["n_boot"] == _defaults("plan")["n_boot"]  # the report's interval is plan's
+
+
+def test_the_cli_starts_without_torch():
+    """`leukolearn --help` must not pay for torch (nor scipy, sklearn, matplotlib): every
+    default the CLI shows comes from a module that does not import them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, leukolearn.cli; "
+            "print(sorted(m for m in ('torch', 'scipy', 'sklearn', 'matplotlib') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "shortcut", "calibrate", "inspect"])
+def test_allow_outside_root_is_an_option_of_every_command_that_loads_a_dataset(command):
+    assert "allow_outside_root" in _defaults(command)
+    assert _defaults(command)["allow_outside_root"] is False
+
+
+def test_plan_refuses_a_percentage_with_the_fraction_to_give(tmp_path, capsys):
+    code, _, err = run(["plan", str(tmp_path), "--target-auc", "0.9", "--confidence",
+                        "95"], capsys)
+    assert code == 2 and "give 0.95" in err

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukolearn.cli.sweep_cmds import parse_sizes
+from leukolearn.cli.options import parse_sizes
 from leukolearn.errors import LeukolearnError
 from helpers import run_cli as run
 
@@ -93,3 +93,42 @@ def test_batched_models_through_the_cli(png_folder, tmp_path, capsys):
     assert code == 0, err
     code, stdout, _ = run(["summary", str(out), "--json"], capsys)
     assert code == 0 and json.loads(stdout)["rows"]
+
+
+def test_the_cli_records_the_load_options_python_records(png_folder, tmp_path, capsys):
+    """One record of how a run's images were loaded: dataset.json of a CLI sweep holds the
+    options `load_dataset` puts on `cells.source`, as a sweep from Python records them."""
+    from leukolearn.data.dataset import load_dataset
+
+    # Without --positive: the case where the CLI once wrote its own record (positive None,
+    # multiclass false) beside the one load_dataset makes.
+    tiny = [a for a in TINY if a not in ("--positive", "blast")]
+    out = tmp_path / "run"
+    code, _, err = run(["sweep", "folder", str(png_folder), "--out", str(out), *tiny], capsys)
+    assert code == 0, err
+    recorded = json.loads((out / "dataset.json").read_text())
+    cells = load_dataset("folder", png_folder, size=190, dedupe=False, progress=False)
+    assert recorded["load_options"] == cells.source.load_options
+    assert recorded["root"] == cells.source.root and recorded["name"] == "folder"
+
+
+def test_a_manifest_outside_its_folder_sweeps_with_the_option_and_reloads(png_folder, tmp_path,
+                                                                           capsys):
+    """--allow-outside-root reaches sweep, is recorded, and the run's images reload."""
+    from leukolearn.explain.runs import reload_cells
+    from leukolearn.runstore.store import RunStore
+
+    manifest = tmp_path / "m" / "cells.csv"
+    manifest.parent.mkdir()
+    rows = [f"{p.resolve()},{p.parent.name}" for p in sorted(png_folder.rglob("*.png"))]
+    manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    code, _, err = run(["sweep", "manifest", str(manifest), "--out", str(out), *TINY], capsys)
+    assert code == 2 and "--allow-outside-root" in err and not out.exists()
+    code, _, err = run(["sweep", "manifest", str(manifest), "--out", str(out), *TINY,
+                        "--allow-outside-root"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "dataset.json").read_text())["load_options"][
+        "allow_outside_root"] is True
+    with RunStore.open(out) as store:
+        assert len(reload_cells(store)) == store.dataset_info.n_images

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from leukolearn.data.dataset import load_dataset
-from leukolearn.data.synthetic import make_binary, write_image_folder
 from leukolearn.files import atomic_write
-from leukolearn.experiments.single import SplitSizes, default_train_config, train_and_evaluate
 from leukolearn.predict.counts import SampleResult
-from leukolearn.predict.predictor import PredictOptions, predict_samples
+
+# The defaults of `run_demo` and of `leukolearn demo`, here where the CLI reads them at its
+# start: so torch, scipy (the synthetic cells) and PIL are imported inside the functions.
+PER_CLASS = 80
+MAX_EPOCHS = 60
+PATIENCE = 15
 
 PATIENT_BLAST_FRACTIONS = {"patient_A": 0.05, "patient_B": 0.25, "patient_C": 0.60}
 CELLS_PER_PATIENT = 40
@@ -31,8 +32,14 @@ class DemoResult:
     out: Path
 
 
-def run_demo(out: Path, *, per_class: int = 80, seed: int = 0, max_epochs: int = 60,
-             patience: int = 15, progress: bool = True) -> DemoResult:
+def run_demo(out: Path, *, per_class: int = PER_CLASS, seed: int = 0,
+             max_epochs: int = MAX_EPOCHS, patience: int = PATIENCE,
+             progress: bool = True) -> DemoResult:
+    from leukolearn.data.dataset import load_dataset
+    from leukolearn.data.synthetic import make_binary, write_image_folder
+    from leukolearn.experiments.single import SplitSizes, default_train_config, train_and_evaluate
+    from leukolearn.predict.predictor import PredictOptions, predict_samples
+
     image_dir = out / "images"
     write_image_folder(make_binary(per_class, seed=seed), image_dir)
     cells = load_dataset("folder", image_dir, positive=["blast"], progress=progress)
@@ -50,6 +57,10 @@ def run_demo(out: Path, *, per_class: int = 80, seed: int = 0, max_epochs: int =
 
 def _write_patients(root: Path, seed: int) -> Path:
     """One folder per patient holding CELLS_PER_PATIENT new cells (not seen in training)."""
+    from PIL import Image
+
+    from leukolearn.data.synthetic import make_binary
+
     pool = make_binary(CELLS_PER_PATIENT, seed=seed)  # 40 blasts and 40 others
     blasts, others = np.flatnonzero(pool.labels == 1), np.flatnonzero(pool.labels == 0)
     for name, fraction in PATIENT_BLAST_FRACTIONS.items():

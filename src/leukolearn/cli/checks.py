@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from leukolearn.errors import LeukolearnError
+from leukolearn.experiments.presets import BATCH_MODELS
 from leukolearn.files import check_new_file, check_writable_dir
 
 # The initialisations model.cnn.build_model knows (tests/test_outputs.py builds each).
@@ -97,7 +98,7 @@ def one_of(value: str, choices: tuple[str, ...], option: str) -> None:
         raise LeukolearnError(f"{option} {value!r}: choose {', '.join(choices)}")
 
 
-def workers(jobs: int, batch_models: int = 1) -> None:
+def workers(jobs: int, batch_models: int = BATCH_MODELS) -> None:
     """--jobs and --batch-models, as run_sweep checks them, but before the run directory."""
     at_least(jobs, 1, "--jobs")
     at_least(batch_models, 1, "--batch-models")

@@ -10,9 +10,11 @@ from typing import Optional
 import typer
 
 from leukolearn.cli import app, checks
-from leukolearn.cli.options import (DatasetArg, LabelTableOpt, NoDedupeOpt, PositiveOpt, RootArg,
-                                    SizeOpt, load_cells, recorded_load_options, split_csv)
-from leukolearn.errors import LeukolearnError
+from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, NoDedupeOpt,
+                                    PositiveOpt, RootArg, SizeOpt, parse_sizes,
+                                    say_dropped_classes, split_csv)
+from leukolearn.experiments.presets import FALLBACK_PRESET, JOBS
+from leukolearn.explain.measures import DEFAULT_RULE
 
 RunArg = typer.Argument(..., help="Run directory written by `leukolearn sweep`.")
 OutOpt = typer.Option(None, "--out", help="Folder for the figures and tables "
@@ -26,8 +28,6 @@ def say(message: str) -> None:
 
 
 def _sizes(text: str) -> list[int]:
-    from leukolearn.cli.sweep_cmds import parse_sizes
-
     return list(parse_sizes(text) or ())
 
 
@@ -59,7 +59,7 @@ def explain(
                                          "separated. Default: a blast and one or two non-"
                                          "blasts of the fold's test set (a blast, a lymphocyte "
                                          "and a neutrophil when the run knows cell types)."),
-    rule: str = typer.Option("epsilon", "--rule", help="LRP rule: epsilon (the paper's), "
+    rule: str = typer.Option(DEFAULT_RULE, "--rule", help="LRP rule: epsilon (the paper's), "
                              "zplus, alpha2beta1 or alpha1beta0."),
     out: Optional[Path] = OutOpt,
     no_progress: bool = NoProgressOpt,
@@ -69,7 +69,7 @@ def explain(
     Saliency and LRP maps of a few test images under the fold's models trained
     on more and more images (PNG + SVG)."""
     from leukolearn.explain.lrp import get_rule
-    from leukolearn.explain.runs import cell_types, default_rows, fold_jobs
+    from leukolearn.explain.runs import cell_types, default_rows, fold_jobs, image_rows
     from leukolearn.explain.measures import explain_grid
     from leukolearn.report.style import save_figure
     from leukolearn.report.explain_figures import explain_figure
@@ -83,16 +83,10 @@ def explain(
     test = store.split(jobs[0].job_id)[2]
     types = cell_types(store, cells)
     if images:
-        by_id = {i.lower(): k for k, i in enumerate(cells.image_ids)}
-        rows = []
-        for image_id in split_csv(images) or []:
-            if image_id.lower() not in by_id:
-                raise LeukolearnError(f"no image {image_id!r} in the run's dataset "
-                                      f"(ids look like {cells.image_ids[0]!r})")
-            rows.append(by_id[image_id.lower()])
-            if rows[-1] not in set(test.tolist()):
-                say(f"note: {image_id} is not a test image of fold {fold}: some of these "
-                    "models trained or early-stopped on it")
+        rows, not_test = image_rows(cells, split_csv(images) or [], test)
+        for image_id in not_test:
+            say(f"note: {image_id} is not a test image of fold {fold}: some of these "
+                "models trained or early-stopped on it")
     else:
         rows = default_rows(test, cells.labels, types, cells.class_names)
     grid, notes = explain_grid(store, cells, fold, wanted, rows, types, rule)
@@ -207,7 +201,7 @@ def shortcut(
                                             "may differ): the original variant copies its "
                                             "finished jobs instead of training them again."),
     preset: Optional[str] = typer.Option(None, "--preset", help="As for `sweep` (default "
-                                         "paper-all-binary; quick for a first look).",
+                                         f"{FALLBACK_PRESET}; quick for a first look).",
                                          rich_help_panel=SWEEP),
     folds: Optional[int] = typer.Option(None, "--folds", rich_help_panel=SWEEP),
     run_folds: Optional[int] = typer.Option(None, "--run-folds", rich_help_panel=SWEEP),
@@ -219,7 +213,8 @@ def shortcut(
     positive: Optional[str] = PositiveOpt,
     label_table: Optional[Path] = LabelTableOpt,
     keep_duplicates: bool = NoDedupeOpt,
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Trainings run in parallel."),
+    allow_outside_root: bool = AllowOutsideRootOpt,
+    jobs: int = typer.Option(JOBS, "--jobs", "-j", help="Trainings run in parallel."),
     no_progress: bool = NoProgressOpt,
 ):
     """Shortcut control: the cell alone vs the background alone.
@@ -230,33 +225,29 @@ def shortcut(
     shortcut_vs_size.png/svg in OUT). If the background alone scores about as well as the
     whole image, the networks need not look at the cell. With --original RUN the original
     images' jobs that an earlier sweep finished are copied from it, not trained again."""
-    from leukolearn.cli.sweep_cmds import DEFAULT_PRESET, parse_sizes, say_dropped_classes
+    from leukolearn.experiments.presets import load_for_sweep, sweep_config
     from leukolearn.experiments.shortcut import run_shortcut, shortcut_summary, write_summary
     from leukolearn.experiments.variants import shortcut_masks
-    from leukolearn.experiments.presets import get_preset
+    from leukolearn.report.run_figures import make_shortcut_figures
 
-    config = get_preset(preset or DEFAULT_PRESET.get(dataset, "paper-all-binary"))
-    config = config.with_options(folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes),
-                                 seed=seed)
-    config = config.with_train(max_epochs=max_epochs, patience=patience)
+    config = sweep_config(dataset, preset, options=dict(
+        folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes), seed=seed),
+        train=dict(max_epochs=max_epochs, patience=patience))
     checks.workers(jobs)
     checks.out_dir(out)  # its three run directories are checked as the sweep makes them
-    multiclass = config.metric == "weighted_f1"
-    cells = load_cells(dataset, root, size=size, positive=None if multiclass else positive,
-                       multiclass=multiclass, label_table=label_table, masks=masks,
-                       keep_duplicates=keep_duplicates, progress=not no_progress)
+    cells = load_for_sweep(config, dataset, root, positive=positive, size=size,
+                           label_table=label_table, masks_dir=masks,
+                           dedupe=not keep_duplicates, allow_outside_root=allow_outside_root,
+                           progress=not no_progress)
     say_dropped_classes(cells, config)
     cut = shortcut_masks(cells, masks.resolve() if masks else None, progress=not no_progress)
     say(f"cutting cells from background with {cut.description}")
     if cut.dice:
         say(f"stain segmentation vs expert masks: median Dice {cut.dice['cell_median']:.2f} "
             f"(cell), {cut.dice['nucleus_median']:.2f} (nucleus)")
-    load_options = recorded_load_options(cells, positive=positive, multiclass=multiclass,
-                                         label_table=label_table,
-                                         keep_duplicates=keep_duplicates)
-    result = run_shortcut(cells, config, out, masks=cut, dataset_name=dataset,
-                          dataset_root=root.resolve(), load_options=load_options,
-                          jobs=jobs, progress=not no_progress, original=original)
+    # Each variant's dataset.json records how the images were loaded from cells.source.
+    result = run_shortcut(cells, config, out, masks=cut, jobs=jobs, progress=not no_progress,
+                          original=original)
     if original is not None:
         say(f"original: {result.reused} finished jobs copied from {original}, not trained again")
     say(f"painted with RGB {tuple(result.fill)}; background-only hides a disc of radius "
@@ -264,8 +255,8 @@ def shortcut(
     failed = sum(r.failed for r in result.reports.values())
     interrupted = any(r.interrupted for r in result.reports.values())
     summary = shortcut_summary(out, cut)
-    written = write_summary(out, summary) + _shortcut_figure(out, summary)
-    written += _examples_figure(cells, cut, result, out)
+    written = write_summary(out, summary) + make_shortcut_figures(
+        out, summary, cells, cut.masks, result.fill, result.radius)
     _print_shortcut(summary)
     _written(written)
     if interrupted:
@@ -274,41 +265,6 @@ def shortcut(
     if failed:
         say(f"{failed} jobs failed; run the same command again to retry them")
         sys.exit(1)
-
-
-def _shortcut_figure(out: Path, summary: dict) -> list[Path]:
-    from leukolearn.report.style import save_figure
-    from leukolearn.report.explain_figures import shortcut_figure
-    from leukolearn.analysis.metrics import metric_label
-
-    variants = {}
-    for name, v in summary["variants"].items():
-        sizes = [r["size"] for r in v["rows"] for _ in r["values"]]
-        values = [x for r in v["rows"] for x in r["values"]]
-        variants[name] = (sizes, values)
-    if not variants:
-        return []
-    metric = summary.get("metric", "auc")
-    title = f"Shortcut control ({summary.get('masks_short', 'masks')})"
-    return save_figure(shortcut_figure(variants, metric_name=metric_label(metric),
-                                       chance_level=0.5 if metric == "auc" else None,
-                                       title=title), out, "shortcut_vs_size")
-
-
-def _examples_figure(cells, cut, result, out: Path) -> list[Path]:
-    """shortcut_examples.png/svg: the first image of each class as each variant shows it."""
-    import numpy as np
-
-    from leukolearn.experiments.variants import VARIANTS, apply_variant
-    from leukolearn.report.style import save_figure
-    from leukolearn.report.explain_figures import variant_examples_figure
-
-    first = [int(np.flatnonzero(cells.labels == k)[0]) for k in np.unique(cells.labels)]
-    picked = cells.subset(np.array(first))
-    examples = {name: apply_variant(picked, name, cut.masks[first], result.fill,
-                                    radius=result.radius).images for name in VARIANTS}
-    labels = [f"{cells.image_ids[i]}\n{cells.class_names[cells.labels[i]]}" for i in first]
-    return save_figure(variant_examples_figure(examples, labels), out, "shortcut_examples")
 
 
 def _print_shortcut(summary: dict) -> None:

@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 
 from leukolearn.data.cellimages import CellImages
-from leukolearn.data.classes import AML_BLASTS, default_positive
+from leukolearn.data.classes import AML_BLASTS
+from leukolearn.errors import LeukolearnError
 
 DATA = "Data"
 
@@ -38,30 +39,43 @@ def split_csv(text: Optional[str]) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
+def parse_sizes(text: Optional[str]) -> tuple[int, ...] | None:
+    """--sizes: '10,20,50' or '10:200:10' (stop included) -> sizes."""
+    if not text:
+        return None
+    try:
+        if ":" in text:
+            start, stop, step = (int(p) for p in text.split(":"))
+            if step < 1:
+                raise ValueError
+            return tuple(range(start, stop + 1, step))
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise LeukolearnError(f"--sizes {text!r}: give e.g. '10,20,50' or '10:200:10'") from None
+
+
+def say_dropped_classes(cells, config) -> None:
+    """One line per class the sweep leaves out for having too few images (as
+    `experiments.protocol.keep_classes` decides; dataset.json records them too)."""
+    least = config.options.min_per_class
+    for name, n in cells.class_counts().items():
+        if n < least:
+            typer.echo(f"class {name!r} left out: {n} image(s), fewer than the {least} a "
+                       "class needs in this sweep", err=True)
+
+
 def load_cells(dataset: str, root: Path, *, size: Optional[int] = None,
                positive: Optional[str] = None, multiclass: bool = False,
                label_table: Optional[Path] = None, masks: Optional[Path] = None,
                keep_duplicates: bool = False, allow_outside_root: bool = False,
                progress: bool = True) -> CellImages:
-    """Load a dataset as the CLI's options describe it (binary unless --multiclass)."""
+    """Load a dataset as the CLI's options describe it (binary unless --multiclass). The
+    result's `source` records the options, for a run's dataset.json."""
     from leukolearn.data.dataset import load_dataset
+    from leukolearn.experiments.presets import task_positive
 
-    if multiclass:
-        chosen = None
-    elif positive is None:
-        chosen = default_positive(dataset)
-    else:
-        chosen = split_csv(positive)
     return load_dataset(
-        dataset, root, size=size, positive=chosen,
+        dataset, root, size=size, positive=task_positive(dataset, positive, multiclass),
         label_table=label_table, masks_dir=masks, dedupe=not keep_duplicates,
         allow_outside_root=allow_outside_root, progress=progress,
     )
-
-
-def recorded_load_options(cells: CellImages, *, positive: Optional[str], multiclass: bool,
-                          label_table: Optional[Path], keep_duplicates: bool) -> dict:
-    """The options a run records so that its dataset can be loaded again exactly."""
-    return {"size": cells.size, "positive": positive, "multiclass": multiclass,
-            "label_table": str(label_table) if label_table else None,
-            "dedupe": not keep_duplicates}

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from leukolearn.analysis import curves  # the report's defaults (numbers only, no figures)
 from leukolearn.cli import app, checks
 
 RunArg = typer.Argument(..., help="Run directory written by `leukolearn sweep`.")
@@ -41,9 +42,9 @@ def report(
     run: Path = RunArg,
     out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write "
                                        "(default: RUN/report.html)."),
-    target: float = typer.Option(0.95, "--target", help="Learning-curve target: the test "
+    target: float = typer.Option(curves.TARGET, "--target", help="Learning-curve target: the test "
                                  "metric whose training size the report estimates."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples of the folds for "
+    n_boot: int = typer.Option(curves.N_BOOT, "--n-boot", help="Bootstrap resamples of the folds for "
                                "the learning curve's interval (as `plan`; fewer is faster)."),
 ):
     """One self-contained HTML page about a run, with a model card.

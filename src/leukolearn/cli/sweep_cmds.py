@@ -8,24 +8,15 @@ from typing import Optional
 import typer
 
 from leukolearn.cli import app, checks
-from leukolearn.cli.options import (DatasetArg, LabelTableOpt, NoDedupeOpt, PositiveOpt, RootArg,
-                                    SizeOpt, load_cells, recorded_load_options)
-from leukolearn.errors import LeukolearnError
+from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, NoDedupeOpt,
+                                    PositiveOpt, RootArg, SizeOpt, parse_sizes,
+                                    say_dropped_classes)
+from leukolearn.experiments.presets import BATCH_MODELS, FALLBACK_PRESET, JOBS
 from leukolearn.files import to_json
 
 SWEEP = "Sweep (default: the preset's)"
 TRAINING = "Training (default: the preset's)"
 RUNNING = "Running"
-
-# The dataset layouts whose paper experiment is not the ALL-IDB2 one.
-DEFAULT_PRESET = {"aml-lmu": "paper-aml-binary"}
-
-
-def _preset_help() -> str:
-    from leukolearn.experiments.presets import PRESETS
-
-    return "; ".join(f"{name}: {desc}" for name, (desc, _) in PRESETS.items())
-
 
 @app.command()
 def sweep(
@@ -33,7 +24,7 @@ def sweep(
     root: Path = RootArg,
     out: Path = typer.Option(..., "--out", help="Run directory. Give an existing one to resume it."),
     preset: Optional[str] = typer.Option(
-        None, "--preset", help="paper-all-binary (default), paper-aml-binary (default for "
+        None, "--preset", help=f"{FALLBACK_PRESET} (default), paper-aml-binary (default for "
         "aml-lmu), paper-multiclass or quick. See `leukolearn presets`.", rich_help_panel=SWEEP),
     folds: Optional[int] = typer.Option(None, "--folds", help="Cross-validation folds.", rich_help_panel=SWEEP),
     run_folds: Optional[int] = typer.Option(None, "--run-folds", help="Run only the first K folds.", rich_help_panel=SWEEP),
@@ -59,9 +50,10 @@ def sweep(
     positive: Optional[str] = PositiveOpt,
     label_table: Optional[Path] = LabelTableOpt,
     keep_duplicates: bool = NoDedupeOpt,
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Trainings run in parallel (processes); "
-                             "each gets cores / jobs threads.", rich_help_panel=RUNNING),
-    batch_models: int = typer.Option(1, "--batch-models", help="Train K networks at once in one "
+    allow_outside_root: bool = AllowOutsideRootOpt,
+    jobs: int = typer.Option(JOBS, "--jobs", "-j", help="Trainings run in parallel (processes, "
+                             "one thread each).", rich_help_panel=RUNNING),
+    batch_models: int = typer.Option(BATCH_MODELS, "--batch-models", help="Train K networks at once in one "
                                      "process (for a GPU: tiny networks leave it idle). CPU: keep 1, "
                                      "the fused CPU kernels are faster.", rich_help_panel=RUNNING),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar.", rich_help_panel=RUNNING),
@@ -73,31 +65,25 @@ def sweep(
     Every finished training is saved at once in the run directory; run the same command
     again to resume an interrupted sweep. Then: `leukolearn summary RUN`.
     """
-    from leukolearn.experiments.presets import get_preset
+    from leukolearn.experiments.presets import load_for_sweep, sweep_config
     from leukolearn.experiments.sweep import sweep_dataset
 
     # Every option, and --out, before the data are read and the run directory is made:
     # a mistyped one must not leave a run that the corrected command refuses.
-    config = get_preset(preset or DEFAULT_PRESET.get(dataset, "paper-all-binary"))
-    config = config.with_options(folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes),
-                                 test_size=test_size, val_size=val_size, seed=seed,
-                                 replicates=replicates)
-    config = config.with_train(max_epochs=max_epochs, patience=patience, init=init, device=device,
-                               restarts=restarts)
+    config = sweep_config(dataset, preset, options=dict(
+        folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes), test_size=test_size,
+        val_size=val_size, seed=seed, replicates=replicates), train=dict(
+        max_epochs=max_epochs, patience=patience, init=init, device=device, restarts=restarts))
     checks.training(init=config.train.init, device=config.train.device)
     checks.workers(jobs, batch_models)
     checks.run_out(out)
-    multiclass = config.metric == "weighted_f1"
-    cells = load_cells(dataset, root, size=size, positive=None if multiclass else positive,
-                       multiclass=multiclass, label_table=label_table,
-                       keep_duplicates=keep_duplicates, progress=not no_progress)
+    cells = load_for_sweep(config, dataset, root, positive=positive, size=size,
+                           label_table=label_table, dedupe=not keep_duplicates,
+                           allow_outside_root=allow_outside_root, progress=not no_progress)
     say_dropped_classes(cells, config)
-    load_options = recorded_load_options(cells, positive=positive, multiclass=multiclass,
-                                         label_table=label_table,
-                                         keep_duplicates=keep_duplicates)
-    report = sweep_dataset(cells, config, out, dataset_name=dataset,
-                           dataset_root=root.resolve(), load_options=load_options, jobs=jobs,
-                           batch_models=batch_models, progress=not no_progress)
+    # dataset.json records how the images were loaded from cells.source, as from Python.
+    report = sweep_dataset(cells, config, out, jobs=jobs, batch_models=batch_models,
+                           progress=not no_progress)
 
     if as_json:
         typer.echo(to_json({"run": str(out), "planned": report.planned, "done": report.done,
@@ -155,31 +141,6 @@ def presets():
 
 def say(message: str) -> None:
     typer.echo(message, err=True)
-
-
-def say_dropped_classes(cells, config) -> None:
-    """One line per class the sweep leaves out for having too few images (as
-    `experiments.protocol.keep_classes` decides; dataset.json records them too)."""
-    least = config.options.min_per_class
-    for name, n in cells.class_counts().items():
-        if n < least:
-            say(f"class {name!r} left out: {n} image(s), fewer than the {least} a class needs "
-                "in this sweep")
-
-
-def parse_sizes(text: Optional[str]) -> tuple[int, ...] | None:
-    """'10,20,50' or '10:200:10' (stop included) -> sizes."""
-    if not text:
-        return None
-    try:
-        if ":" in text:
-            start, stop, step = (int(p) for p in text.split(":"))
-            if step < 1:
-                raise ValueError
-            return tuple(range(start, stop + 1, step))
-        return tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise LeukolearnError(f"--sizes {text!r}: give e.g. '10,20,50' or '10:200:10'") from None
 
 
 def _print_table(result, run: Path) -> None:

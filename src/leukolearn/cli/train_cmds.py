@@ -8,10 +8,12 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+import leukolearn.demo as demo_defaults  # torch-free at import: run_demo imports it
 from leukolearn.cli import app, checks
 from leukolearn.files import to_json
-from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, MulticlassOpt,
-                                    NoDedupeOpt, PositiveOpt, RootArg, SizeOpt, load_cells)
+from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, MasksOpt,
+                                    MulticlassOpt, NoDedupeOpt, PositiveOpt, RootArg, SizeOpt,
+                                    load_cells)
 from leukolearn.experiments.single import SplitSizes
 from leukolearn.training.config import TrainConfig
 
@@ -43,6 +45,7 @@ def train(
     label_table: Optional[Path] = LabelTableOpt,
     masks: Optional[Path] = MasksOpt,
     keep_duplicates: bool = NoDedupeOpt,
+    allow_outside_root: bool = AllowOutsideRootOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the test metrics as JSON."),
 ):
     """Train one network with the paper's settings on one split and test it.
@@ -62,7 +65,7 @@ def train(
     checks.out_dir(out)
     cells = load_cells(dataset, root, size=size, positive=positive, multiclass=multiclass,
                        label_table=label_table, masks=masks, keep_duplicates=keep_duplicates,
-                       progress=not as_json)
+                       allow_outside_root=allow_outside_root, progress=not as_json)
     config = default_train_config(cells, max_epochs=max_epochs, patience=patience, init=init,
                                   augment=not no_augment, device=device,
                                   restarts=restarts)
@@ -72,12 +75,13 @@ def train(
 
 
 @app.command()
-def demo(  # the defaults are run_demo's (leukolearn.demo imports torch); a test checks them
+def demo(  # the defaults are run_demo's; a test checks them
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for images, model and metrics."),
-    per_class: int = typer.Option(80, "--per-class", help="Synthetic images per class."),
+    per_class: int = typer.Option(demo_defaults.PER_CLASS, "--per-class",
+                                  help="Synthetic images per class."),
     seed: int = typer.Option(0, "--seed"),
-    max_epochs: int = typer.Option(60, "--max-epochs"),
-    patience: int = typer.Option(15, "--patience"),
+    max_epochs: int = typer.Option(demo_defaults.MAX_EPOCHS, "--max-epochs"),
+    patience: int = typer.Option(demo_defaults.PATIENCE, "--patience"),
 ):
     """End to end on synthetic cells: write images, load them, train, test, predict.
 

@@ -10,10 +10,11 @@ from rich.console import Console
 from leukolearn.analysis import curves
 from leukolearn.cli import app, checks
 from leukolearn.files import to_json
-from leukolearn.cli.options import (DatasetArg, LabelTableOpt, MasksOpt, NoDedupeOpt, PositiveOpt,
+from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, MasksOpt, NoDedupeOpt, PositiveOpt,
                                     RootArg, SizeOpt, load_cells, split_csv)
-# PredictOptions' defaults (predictor.py imports torch: not at the CLI's start)
-from leukolearn.predict.counts import CONFIDENCE, DIAGNOSTIC_THRESHOLD, check_fraction
+# Defaults from torch-free modules (predictor.py imports torch: not at the CLI's start)
+from leukolearn.model.onnx import DEFAULT_OPSET
+from leukolearn.predict.counts import CONFIDENCE, DIAGNOSTIC_THRESHOLD
 
 THRESHOLD = "Threshold"
 SAMPLES = "Samples"
@@ -64,10 +65,10 @@ def predict(
     checks.at_least(size, 1, "--size")
     checks.probability(threshold, "--threshold")
     checks.probability(target_sensitivity, "--target-sensitivity", zero=False)
-    # Fractions, and a percentage refused with the fraction to give ("--confidence 95":
-    # give 0.95), as PredictOptions checks them.
-    check_fraction("--diagnostic-threshold", diagnostic_threshold)
-    check_fraction("--confidence", confidence)
+    # Fractions in (0, 1), and a percentage refused with the fraction to give
+    # ("--confidence 95": give 0.95), as PredictOptions checks them.
+    checks.probability(diagnostic_threshold, "--diagnostic-threshold", zero=False, one=False)
+    checks.probability(confidence, "--confidence", zero=False, one=False)
     checks.out_dir(out)
     options = PredictOptions(size=size, threshold=threshold, target_sensitivity=target_sensitivity,
                              positive=split_csv(positive), diagnostic_threshold=diagnostic_threshold,
@@ -151,6 +152,7 @@ def calibrate(
     label_table: Optional[Path] = LabelTableOpt,
     masks: Optional[Path] = MasksOpt,
     keep_duplicates: bool = NoDedupeOpt,
+    allow_outside_root: bool = AllowOutsideRootOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the threshold and the "
                                  "calibration as JSON."),
 ):
@@ -159,13 +161,11 @@ def calibrate(
     Writes a copy of the model whose config stores the threshold and its calibration
     (reliability curve, ECE); `predict` then uses that threshold.
     """
-    import numpy as np
-
     from leukolearn.errors import LeukolearnError
     from leukolearn.model.weights import save_model
     from leukolearn.predict.predictor import MODEL_FILE, load_predictor
-    from leukolearn.predict.threshold import (as_model_classes, calibrate_model,
-                                              calibration_classes, held_out_ids)
+    from leukolearn.predict.threshold import (calibrate_model, calibration_classes,
+                                              calibration_rows)
 
     checks.probability(target_sensitivity, "--target-sensitivity", zero=False)
     checks.one_of(part, ("val", "test", "all"), "--part")
@@ -181,20 +181,10 @@ def calibrate(
                                               split_csv(positive))
     cells = load_cells(dataset, root, size=size or network.config.input_size,
                        positive=None if multiclass else positive, multiclass=multiclass,
-                       label_table=label_table, masks=masks, keep_duplicates=keep_duplicates)
-    if as_model_classes(cells.class_names, network.config.class_names) != \
-            network.config.class_names:
-        raise LeukolearnError(f"the dataset's classes {list(cells.class_names)} are not the "
-                              f"model's {list(network.config.class_names)}")
-    idx = np.arange(len(cells))
-    source = f"all {len(cells)} images of {root}"
-    if part != "all":
-        wanted, where = held_out_ids(predictor.source, part)
-        idx = np.array([i for i, image_id in enumerate(cells.image_ids) if image_id in wanted])
-        if len(idx) < len(wanted):
-            raise LeukolearnError(f"{len(wanted) - len(idx)} of the {part} images of {where} "
-                                  f"are not in {root}")
-        source = f"the {len(idx)} {part} images of {where}"
+                       label_table=label_table, masks=masks, keep_duplicates=keep_duplicates,
+                       allow_outside_root=allow_outside_root)
+    idx, source = calibration_rows(cells, network.config.class_names, predictor.source, part,
+                                   root)
     calibrated = calibrate_model(network, cells.images[idx], cells.labels[idx], target_sensitivity,
                                  positive=counted, source=source)
     save_model(calibrated, out)
@@ -260,8 +250,7 @@ def plan(
 def export(
     model: Path = typer.Argument(..., help="A model.safetensors (or the folder `train` wrote)."),
     onnx: Path = typer.Option(..., "--onnx", help="The .onnx file to write."),
-    # model.onnx.DEFAULT_OPSET, written out: that module imports torch (a test checks it)
-    opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset version."),
     as_json: bool = typer.Option(False, "--json", help="Print the file's input, classes and "
                                  "the ONNX Runtime check as JSON."),
 ):

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from leukolearn.analysis.metrics import METRICS
 from leukolearn.errors import LeukolearnError
 from leukolearn.experiments.protocol import PROTOCOLS, ProtocolOptions, default_options
-from leukolearn.experiments.sweep import METRICS
 from leukolearn.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from leukolearn.data.cellimages import CellImages
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,12 @@ class SweepConfig:
             raise LeukolearnError(f"unknown protocol {self.protocol!r}; choose from {sorted(PROTOCOLS)}")
         if self.metric not in METRICS:
             raise LeukolearnError(f"unknown metric {self.metric!r}; choose from {METRICS}")
+
+    @property
+    def multiclass(self) -> bool:
+        """Whether the sweep keeps every class (scored by weighted F1) rather than a binary
+        blast / other task (ROC-AUC): the metric says which task it is."""
+        return self.metric == "weighted_f1"
 
     def with_options(self, **changes: Any) -> "SweepConfig":
         """A copy with protocol options changed (None values are ignored)."""
@@ -90,6 +100,59 @@ PRESETS: dict[str, tuple[str, Callable[[], SweepConfig]]] = {
                          _paper_multiclass),
     "quick": ("a few-minute look: 2 folds, sizes 10, 50, 100, at most 30 epochs", _quick),
 }
+
+
+# How a sweep runs, not what it computes, so no part of a SweepConfig: trainings in
+# parallel (worker processes) and networks trained at once in one process. The defaults of
+# `sweep_dataset`, `run_shortcut` and the CLI (tests/test_cli.py checks they agree).
+JOBS = 1
+BATCH_MODELS = 1
+
+# The preset a dataset layout gets without --preset: its paper experiment.
+DEFAULT_PRESET = {"aml-lmu": "paper-aml-binary"}
+FALLBACK_PRESET = "paper-all-binary"  # every other layout (ALL-IDB2's experiment)
+
+
+def default_preset(dataset: str) -> str:
+    return DEFAULT_PRESET.get(dataset, FALLBACK_PRESET)
+
+
+def sweep_config(dataset: str, preset: str | None = None, *,
+                 options: Mapping[str, Any] | None = None,
+                 train: Mapping[str, Any] | None = None) -> SweepConfig:
+    """Preset `preset` (default: the layout's, `default_preset`) with protocol `options`
+    and `train` settings changed where given (None values are ignored): what `sweep` and
+    `shortcut` run."""
+    config = get_preset(preset or default_preset(dataset))
+    return config.with_options(**(options or {})).with_train(**(train or {}))
+
+
+def task_positive(dataset: str, positive: str | Sequence[str] | None,
+                  multiclass: bool) -> list[str] | None:
+    """The positive classes to load layout `dataset` with: none for a multiclass task,
+    else those named (a comma-separated string or a list), else the layout's default."""
+    from leukolearn.data.classes import default_positive
+
+    if multiclass:
+        return None
+    if positive is None:
+        return default_positive(dataset)
+    if isinstance(positive, str):
+        return [p.strip() for p in positive.split(",") if p.strip()] or None
+    return list(positive)
+
+
+def load_for_sweep(config: SweepConfig, dataset: str, root: str | Path, *,
+                   positive: str | Sequence[str] | None = None, **load: Any) -> "CellImages":
+    """Layout `dataset` at `root` loaded for the task of `config`: every class for a
+    multiclass sweep (`positive` is then ignored), else binary. `load`: the other options
+    of `data.dataset.load_dataset` (size, label_table, masks_dir, dedupe,
+    allow_outside_root, progress). The result's `source` records how it was loaded, which
+    is what the run's dataset.json keeps."""
+    from leukolearn.data.dataset import load_dataset
+
+    return load_dataset(dataset, root, positive=task_positive(dataset, positive,
+                                                              config.multiclass), **load)
 
 
 def get_preset(name: str) -> SweepConfig:

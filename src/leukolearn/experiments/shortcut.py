@@ -21,6 +21,7 @@ import numpy as np
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.files import write_csv, write_json, write_text
+from leukolearn.experiments.presets import JOBS
 from leukolearn.experiments.variants import (MARGIN, VARIANTS, ShortcutMasks, apply_variant,
                                              cover_radius, median_background)
 
@@ -37,15 +38,21 @@ class ShortcutRun:
 
 def run_shortcut(cells: CellImages, config: Any, out: str | Path, *, masks: ShortcutMasks,
                  dataset_name: str = "", dataset_root: str | Path = "",
-                 load_options: Mapping[str, Any] | None = None, jobs: int = 1,
+                 load_options: Mapping[str, Any] | None = None, jobs: int = JOBS,
                  progress: bool = True, runner=None,
                  original: str | Path | None = None) -> ShortcutRun:
     """Sweep `config` on the three variants into OUT/<variant> (each resumable).
 
     `original`: a run of `leukolearn sweep` on the same images with the same settings
-    (sizes and folds may differ); the jobs it holds are copied, not trained again."""
+    (sizes and folds may differ); the jobs it holds are copied, not trained again.
+    Name, root and load options default, as for `sweep_dataset`, to where `load_dataset`
+    read `cells` from: the variants' images carry no source of their own."""
     from leukolearn.experiments.sweep import sweep_dataset
 
+    if cells.source is not None:
+        dataset_name = dataset_name or cells.source.name
+        dataset_root = dataset_root or cells.source.root
+        load_options = cells.source.load_options if load_options is None else load_options
     out = Path(out)
     if out.exists() and (out / "config.json").exists():
         raise LeukolearnError(f"{out} is a run directory; the shortcut control needs a folder "

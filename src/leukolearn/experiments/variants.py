@@ -112,8 +112,6 @@ def apply_variant(cells: CellImages, name: str, masks: np.ndarray, fill, margin:
     background-only paints a disc of one `radius` for every image (centred on the cell)
     together with the cell: painting the cell's own silhouette would leave its size and
     outline visible, and cell size alone tells a blast from a lymphocyte."""
-    from leukolearn.experiments.variants import background_only, cell_only
-
     if name == "original":
         return cells
     if name not in VARIANTS:

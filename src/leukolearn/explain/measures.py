@@ -21,6 +21,9 @@ from leukolearn.runstore.store import RunStore
 JOB_COLUMNS = ("job_id", "fold", "size", "replicate", "finished_at")
 SEPARATION_COLUMNS = JOB_COLUMNS + ("n_images", "silhouette", "knn_accuracy", "chance", "k",
                                     "dead")
+# The LRP rule of Fig 4b and of `focus` (the paper's; explain.lrp's default): named here,
+# where the CLI can read it without importing torch.
+DEFAULT_RULE = "epsilon"
 FOCUS_COLUMNS = JOB_COLUMNS + ("masks", "rule", "n_images", "n_without_positive",
                                "background", "cytoplasm", "nucleus",
                                "area_background", "area_cytoplasm", "area_nucleus")
@@ -47,7 +50,7 @@ class ExplainGrid:
 
 def explain_grid(store: RunStore, cells: CellImages, fold: int, sizes: Sequence[int],
                  rows: Sequence[int], types: Sequence[str] | None = None,
-                 rule: str = "epsilon") -> tuple[ExplainGrid, list[str]]:
+                 rule: str = DEFAULT_RULE) -> tuple[ExplainGrid, list[str]]:
     """Saliency and LRP (`rule`) of images `rows` (indices into `cells`) under the fold's
     models nearest `sizes`; returns the grid and notes for the user (sizes replaced).
     `types`: each image's cell type as the figure labels it (`runs.cell_types`); default
@@ -147,7 +150,7 @@ def separation_table(store: RunStore, cells: CellImages, path: Path, *,
 
 
 def focus_table(store: RunStore, cells: CellImages, masks: np.ndarray, masks_label: str,
-                path: Path, *, rule: str = "epsilon", progress: bool = True) -> JobTable:
+                path: Path, *, rule: str = DEFAULT_RULE, progress: bool = True) -> JobTable:
     """Share of positive LRP relevance on background / cytoplasm / nucleus, averaged over
     each job's test images (images without positive relevance left out), and each region's
     share of the pixels (area_*: the shares of a map that looks everywhere alike); one row

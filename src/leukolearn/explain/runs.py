@@ -54,9 +54,12 @@ def reload_cells(store: RunStore, *, masks_dir: str | Path | None = None,
                               f"(dataset {info.name}, {info.n_images} images)")
     variant = opts.get("variant") or {}
     variant_masks = variant.get("masks_dir")
+    # stored_positive reads the options as `load_dataset` records them (the positive
+    # classes joined by commas, multiclass when none) and as earlier CLIs wrote them
+    # (--positive as typed, None with multiclass false for the layout's default).
     load = dict(size=opts.get("size"), positive=stored_positive(info.name, opts),
                 label_table=opts.get("label_table"), dedupe=opts.get("dedupe", True),
-                progress=progress)
+                allow_outside_root=opts.get("allow_outside_root", False), progress=progress)
     cells = load_dataset(info.name, root, masks_dir=variant_masks or masks_dir, **load)
     if variant:
         cells = apply_stored_variant(cells, variant)
@@ -85,6 +88,7 @@ def cell_types(store: RunStore, cells: CellImages) -> list[str]:
 
     typed = load_dataset(info.name, info.root, size=info.load_options.get("size"),
                          label_table=table, dedupe=info.load_options.get("dedupe", True),
+                         allow_outside_root=info.load_options.get("allow_outside_root", False),
                          progress=False)
     by_id = {i: typed.class_names[k] for i, k in zip(typed.image_ids, typed.labels)}
     return [by_id.get(i, n) for i, n in zip(cells.image_ids, names)]
@@ -150,6 +154,24 @@ def unseen_indices(store: RunStore, job_id: str, n_images: int, *, limit: int | 
         pick = np.random.default_rng(seed).choice(rest, size=k, replace=False)
         unseen = np.union1d(test, pick)
     return unseen
+
+
+def image_rows(cells: CellImages, image_ids: Sequence[str], test_idx: Sequence[int]
+               ) -> tuple[list[int], list[str]]:
+    """The indices into `cells` of the images named by `image_ids` (case-insensitive, in
+    the order given), and those of the ids that are not among the test images `test_idx`
+    (some of a fold's models trained or early-stopped on them)."""
+    by_id = {i.lower(): k for k, i in enumerate(cells.image_ids)}
+    test = {int(i) for i in test_idx}
+    rows, not_test = [], []
+    for image_id in image_ids:
+        if image_id.lower() not in by_id:
+            raise LeukolearnError(f"no image {image_id!r} in the run's dataset "
+                                  f"(ids look like {cells.image_ids[0]!r})")
+        rows.append(by_id[image_id.lower()])
+        if rows[-1] not in test:
+            not_test.append(image_id)
+    return rows, not_test
 
 
 def default_rows(test_idx: Sequence[int], labels: np.ndarray, types: Sequence[str],

@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from leukolearn.errors import LeukolearnError
-from leukolearn.model.cnn import PaperCNN
+
+# torch is imported where used: the CLI reads DEFAULT_OPSET from here at its start, which
+# must not cost torch's import (`leukolearn --help` stays fast).
+if TYPE_CHECKING:
+    from leukolearn.model.cnn import PaperCNN
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
@@ -35,13 +37,20 @@ DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-5
 
 
-class _WithSoftmax(nn.Module):
-    def __init__(self, model: PaperCNN):
-        super().__init__()
-        self.model = model
+def _with_softmax(model: PaperCNN):
+    """`model` with its softmax appended, as one module to export."""
+    import torch
+    from torch import nn
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, n_classes)
-        return torch.softmax(self.model(x), dim=1)
+    class _WithSoftmax(nn.Module):
+        def __init__(self, model: PaperCNN):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, n_classes)
+            return torch.softmax(self.model(x), dim=1)
+
+    return _WithSoftmax(model)
 
 
 def supported_opsets() -> range:
@@ -68,6 +77,7 @@ def check_opset(opset: int) -> None:
 def export_onnx(model: PaperCNN, path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
     """Write `model` (+ softmax) to `path` as ONNX; the model is not changed."""
     import onnx
+    import torch
 
     from leukolearn.files import atomic_write, check_new_file, software_versions
 
@@ -76,7 +86,7 @@ def export_onnx(model: PaperCNN, path: str | Path, *, opset: int = DEFAULT_OPSET
     path.parent.mkdir(parents=True, exist_ok=True)
     config = model.config
     was_training = model.training
-    wrapped = _WithSoftmax(model).eval()
+    wrapped = _with_softmax(model).eval()
     example = torch.zeros(1, 3, config.input_size, config.input_size)
 
     def write(tmp: Path) -> None:
@@ -118,6 +128,7 @@ def onnx_difference(model: PaperCNN, path: str | Path, *, n_images: int = 8,
     the file at `path` and those PyTorch computes from `model`, on `n_images` random
     images: the check `export` runs on every file it writes."""
     import onnxruntime
+    import torch
 
     size = model.config.input_size
     images = torch.rand(n_images, 3, size, size, generator=torch.Generator().manual_seed(seed))

@@ -16,11 +16,6 @@ from leukolearn.errors import LeukolearnError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 
-def collect_image_paths(paths: Iterable[Path]) -> list[Path]:
-    """Files as given, folders searched recursively for images (hidden files skipped)."""
-    return [p for p, _ in collect_samples(paths)]
-
-
 def collect_samples(paths: Iterable[Path]) -> list[tuple[Path, str]]:
     """(image path, sample name) for files and folders, by the rule in the module docstring.
     Two different folders with the same name keep their full paths as sample names."""

@@ -130,6 +130,26 @@ def held_out_ids(model_file: Path, part: str) -> tuple[set[str], str]:
     return ids, where
 
 
+def calibration_rows(cells, model_names: Sequence[str], model_file: Path, part: str,
+                     root: str | Path) -> tuple[np.ndarray, str]:
+    """The images of `cells` (loaded from `root`) to calibrate the model `model_file` on,
+    as indices, and a description of them: all of them for `part` "all", else those of
+    the model's "val" or "test" part (`held_out_ids`), every one of which must be there.
+    Refuses cells whose classes are not the model's (`model_names`)."""
+    if as_model_classes(cells.class_names, model_names) != tuple(model_names):
+        raise LeukolearnError(f"the dataset's classes {list(cells.class_names)} are not the "
+                              f"model's {list(model_names)}")
+    if part == "all":
+        return np.arange(len(cells)), f"all {len(cells)} images of {root}"
+    wanted, where = held_out_ids(model_file, part)
+    idx = np.array([i for i, image_id in enumerate(cells.image_ids) if image_id in wanted],
+                   dtype=np.int64)
+    if len(idx) < len(wanted):
+        raise LeukolearnError(f"{len(wanted) - len(idx)} of the {part} images of {where} "
+                              f"are not in {root}")
+    return idx, f"the {len(idx)} {part} images of {where}"
+
+
 def stored_calibration(model: PaperCNN) -> dict | None:
     return model.config.extra.get("calibration")
 

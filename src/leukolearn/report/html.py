@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from leukolearn.analysis.curves import N_BOOT, TARGET
 from leukolearn.analysis.metrics import metric_label
 from leukolearn.analysis.summary import summarize_store
 from leukolearn.errors import LeukolearnError
@@ -41,8 +42,9 @@ from leukolearn.report.html_summary import headline, paper_rows, planned_jobs, s
 from leukolearn.report.paper_values import paper_result
 from leukolearn.runstore.store import RunStore
 
-DEFAULT_TARGET = 0.95  # learning-curve target: "how many images for AUC 0.95"
-N_BOOT = 1000  # as `leukolearn plan`, so the two give the same interval
+# The learning curve's target, and N_BOOT as `leukolearn plan`'s, so the two give the same
+# interval: both analysis.curves', where the CLI reads them too.
+DEFAULT_TARGET = TARGET
 CSS_PX_PER_PNG_PX = 0.72  # 200-dpi PNGs shown at 1.5x print size: 144 CSS px per inch
 
 

@@ -9,7 +9,7 @@ from leukolearn.report.figures import (auc_vs_size, confusion_matrix_percent, lo
 from leukolearn.report.style import save_figure
 from leukolearn.report.paper_values import paper_reference
 from leukolearn.runstore.store import RunStore
-from leukolearn.analysis.metrics import metric_label
+from leukolearn.analysis.metrics import chance_level, metric_label
 from leukolearn.analysis.summary import summarize_store
 from leukolearn.files import check_writable_dir, write_text
 
@@ -52,7 +52,7 @@ def make_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> 
     paper = _match_sizes(paper_reference(store.dataset_info.name, task), sizes)
     written += save_figure(
         auc_vs_size(sizes, values, metric_name=metric_label(metric), paper=paper,
-                    degenerate=degenerate, chance_level=0.5 if metric == "auc" else None,
+                    degenerate=degenerate, chance_level=chance_level(metric),
                     # "reproduction" only beside the paper's numbers; else it is just folds
                     label="This reproduction" if paper else "Over folds"),
         out, "fig4a_metric_vs_size")
@@ -75,3 +75,34 @@ def _match_sizes(paper: dict[int, tuple] | None, sizes: list[int]) -> dict[int, 
         if abs(nearest - size) <= 0.05 * size:
             matched[nearest] = value
     return matched
+
+
+def make_shortcut_figures(out: str | Path, summary: dict, cells, masks: np.ndarray,
+                          fill, radius: int) -> list[Path]:
+    """The shortcut control's figures in `out`: shortcut_vs_size (the metric of each
+    variant over training size, from `summary` as `experiments.shortcut.shortcut_summary`
+    gives it) and shortcut_examples (the first image of each class of `cells` as each
+    variant shows it, painted with `fill` over `masks`); PNG + SVG, returns the files."""
+    from leukolearn.experiments.variants import VARIANTS, apply_variant
+    from leukolearn.report.explain_figures import shortcut_figure, variant_examples_figure
+
+    out = Path(out)
+    written: list[Path] = []
+    variants = {}
+    for name, v in summary["variants"].items():
+        sizes = [r["size"] for r in v["rows"] for _ in r["values"]]
+        values = [x for r in v["rows"] for x in r["values"]]
+        variants[name] = (sizes, values)
+    if variants:
+        metric = summary.get("metric", "auc")
+        title = f"Shortcut control ({summary.get('masks_short', 'masks')})"
+        written += save_figure(shortcut_figure(variants, metric_name=metric_label(metric),
+                                               chance_level=chance_level(metric), title=title),
+                               out, "shortcut_vs_size")
+    first = [int(np.flatnonzero(cells.labels == k)[0]) for k in np.unique(cells.labels)]
+    picked = cells.subset(np.array(first))
+    examples = {name: apply_variant(picked, name, masks[first], fill, radius=radius).images
+                for name in VARIANTS}
+    labels = [f"{cells.image_ids[i]}\n{cells.class_names[cells.labels[i]]}" for i in first]
+    written += save_figure(variant_examples_figure(examples, labels), out, "shortcut_examples")
+    return written
