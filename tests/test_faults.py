@@ -197,22 +197,40 @@ def test_sigkill_at_random_moments_loses_nothing(data, env, tmp_path):
     pytest.param(2, "spawn", marks=pytest.mark.slow)])
 def test_ctrl_c_keeps_finished_jobs_and_says_how_to_resume(data, env, tmp_path, jobs,
                                                            start_method):
-    # With workers, the KILL sweep's 36 jobs: Ctrl-C comes long before the last one ends.
-    args = SMALL if jobs == 1 else with_jobs(KILL, jobs)
+    args = with_jobs(KILL, jobs)
     if start_method is not None:
         env = {**env, "LEUKOLEARN_START_METHOD": start_method}
     run = tmp_path / "run"
     proc = start(env, data, run, args)
-    wait_for(lambda: done_rows(run) >= 1, proc)
-    proc.send_signal(signal.SIGINT)  # the parent only: a terminal would signal the workers
-    _, err = proc.communicate(timeout=300)  # too, and they ignore it
+    interrupt_once_some_jobs_are_saved(proc, run, KILL_JOBS)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     command = shlex.join(["sweep", "folder", str(data), "--out", str(run), *args])
     assert err.strip().splitlines()[-1] == ("interrupted; finished jobs are saved. Resume "
                                             f"with the same command: leukolearn {command}")
     kept = assert_consistent(run)
-    assert 1 <= len(kept) < (SMALL_JOBS if jobs == 1 else KILL_JOBS)
+    assert 1 <= len(kept) < KILL_JOBS
+
+
+def interrupt_once_some_jobs_are_saved(proc, run: Path, total: int) -> None:
+    """Send Ctrl-C's SIGINT (to the parent only: a terminal would signal the workers too,
+    and they ignore it) once at least one of `total` jobs is saved and some are left. The
+    count is read while the sweep is stopped (SIGSTOP), so no job can finish between the
+    check and the signal, however loaded the machine: no timing decides the outcome."""
+    end = time.monotonic() + 300
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited with {proc.returncode} first: {proc.stderr.read()}")
+        proc.send_signal(signal.SIGSTOP)
+        if 1 <= done_rows(run) < total:
+            proc.send_signal(signal.SIGINT)  # pending until it runs again
+            proc.send_signal(signal.SIGCONT)
+            return
+        proc.send_signal(signal.SIGCONT)
+        if time.monotonic() > end:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
 
 
 def test_second_sweep_on_a_run_is_refused_while_the_first_writes(data, env, tmp_path):
