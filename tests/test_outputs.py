@@ -353,3 +353,38 @@ def test_a_multiclass_sweep_says_which_classes_it_leaves_out(tmp_path, monkeypat
     assert left_out == [
         "class 'monocyte' left out: 1 image(s), fewer than the 5 a class needs in this sweep",
         "class 'neutrophil' left out: 2 image(s), fewer than the 5 a class needs in this sweep"]
+
+
+# command -> (its arguments, given the cells, a trained run and OUT; the file whose write
+# finds the disk full). What was written before it stays, whole; no temporary file is left.
+DISK_FULL_TRAINED = {
+    "explain": (lambda c, r, o: ["explain", r, "--out", o], "fig4b_explain_fold00_epsilon.svg"),
+    "embed": (lambda c, r, o: ["embed", r, "--out", o], "separation_vs_size.svg"),
+    "focus": (lambda c, r, o: ["focus", r, "--out", o], "focus_vs_size.svg"),
+    "shortcut": (lambda c, r, o: ["shortcut", "folder", c, "--out", o, *SWEEP], "shortcut.csv"),
+    "demo": (lambda c, r, o: ["demo", "--out", o, "--per-class", "10", "--max-epochs", "1"],
+             "samples.csv"),
+}
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(c, marks=pytest.mark.slow) if c in ("shortcut", "demo") else c  # they train
+    for c in DISK_FULL_TRAINED])
+def test_a_full_disk_in_the_commands_that_train_or_explain_is_one_line(
+        command, cells, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    run = tmp_path / "run"
+    code, _, err = run_cli(["sweep", "folder", cells, "--out", run, *SWEEP], capsys)
+    assert code == 0, err
+    args, full_at = DISK_FULL_TRAINED[command]
+    monkeypatch.setattr(files, "os", FilesOS(full_at=full_at))
+    code, _, err = run_cli(args(cells, run, out), capsys)
+    # Their notes ("size 10 not in the run: ...") may come first; the error is one line, last.
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err, err
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], err
+    assert full_at in lines[-1] and "No space left on device" in lines[-1] and str(out) in lines[-1]
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert written, "nothing written before the full disk: the test checks nothing kept"
+    assert not any(p.name == full_at for p in written)
+    assert not any(p.name.startswith(".") and p.name.endswith(".tmp") for p in written)
