@@ -36,6 +36,26 @@ def constant_model(p_blast, seed=0):
     return model.eval()
 
 
+def save_calibrated(path, sensitivity, specificity, n_positive, n_negative):
+    """A constant (p 0.7) model as `calibrate` saves it: threshold 0.6, with the rates it
+    measured there on n_positive + n_negative validation cells."""
+    from dataclasses import replace
+
+    from leukolearn.analysis.calibration import ThresholdChoice, reliability_curve
+    from leukolearn.model.cnn import PaperCNN
+
+    base = constant_model(0.7)
+    choice = ThresholdChoice(0.6, 0.9, sensitivity, specificity, n_positive, n_negative, "val")
+    curve = reliability_curve(np.array([0, 1]), np.array([0.2, 0.8])).to_dict()
+    extra = {"threshold": 0.6, "calibration": {"positive": ["blast"], "source": "the val",
+                                                "threshold": choice.to_dict(),
+                                                "reliability": curve}}
+    model = PaperCNN(replace(base.config, extra=extra))
+    model.load_state_dict(base.state_dict())
+    save_model(model, path)
+    return path
+
+
 
 
 def read_csv(path):
@@ -361,23 +381,11 @@ def test_a_plain_model_has_no_error_rates(patients, tmp_path, capsys):
 
 
 def test_a_calibrated_model_uses_its_stored_rates_at_its_threshold(patients, tmp_path, capsys):
-    from dataclasses import replace
-
-    from leukolearn.analysis.calibration import ThresholdChoice, reliability_curve
-    from leukolearn.model.cnn import PaperCNN
     from leukolearn.predict.threshold import error_rates
 
     def calibrated(sensitivity, specificity):
-        base = constant_model(0.7)
-        choice = ThresholdChoice(0.6, 0.9, sensitivity, specificity, 40, 60, "val")
-        curve = reliability_curve(np.array([0, 1]), np.array([0.2, 0.8])).to_dict()
-        extra = {"threshold": 0.6, "calibration": {"positive": ["blast"], "source": "the val",
-                                                    "threshold": choice.to_dict(),
-                                                    "reliability": curve}}
-        model = PaperCNN(replace(base.config, extra=extra))
-        model.load_state_dict(base.state_dict())
-        save_model(model, tmp_path / "cal.safetensors")
-        return load_predictor(tmp_path / "cal.safetensors")
+        return load_predictor(save_calibrated(tmp_path / "cal.safetensors", sensitivity,
+                                              specificity, 40, 60))
 
     predictor = calibrated(0.9, 0.8)
     rates, note = error_rates(predictor, [1], 0.6)
@@ -423,20 +431,7 @@ def test_a_sample_that_contradicts_the_rates_prints_undefined_not_a_point(patien
     called (p 0.7 >= 0.6), so P2's 5 of 5 (95 % CI from 56.6 %) are more than TPR allows
     (up to 54.4 %): clipping used to print "100.0 (100-100)". P1's 3 of 3 (from 43.9 %)
     still fit: an interval."""
-    from dataclasses import replace
-
-    from leukolearn.analysis.calibration import ThresholdChoice, reliability_curve
-    from leukolearn.model.cnn import PaperCNN
-
-    base = constant_model(0.7)
-    choice = ThresholdChoice(0.6, 0.9, 0.5, 0.9, 500, 500, "val")
-    curve = reliability_curve(np.array([0, 1]), np.array([0.2, 0.8])).to_dict()
-    extra = {"threshold": 0.6, "calibration": {"positive": ["blast"], "source": "the val",
-                                                "threshold": choice.to_dict(),
-                                                "reliability": curve}}
-    model = PaperCNN(replace(base.config, extra=extra))
-    model.load_state_dict(base.state_dict())
-    save_model(model, tmp_path / "cal.safetensors")
+    save_calibrated(tmp_path / "cal.safetensors", 0.5, 0.9, 500, 500)
     out = tmp_path / "out"
     code, stdout, err = run(["predict", tmp_path / "cal.safetensors", patients, "--out", out],
                             capsys)
