@@ -36,16 +36,19 @@ clang:
 
 # Training tests that run again on PyTorch's own layers, as on a machine without a C compiler.
 TRAINING_TESTS := tests/test_train.py tests/test_batched.py tests/test_experiment.py \
-	tests/test_sweep.py tests/test_old_runs.py
+	tests/test_sweep.py tests/test_old_runs.py tests/test_determinism.py
+
+# Two test processes (pytest-xdist): the tests are independent, each in its own folders.
+PYTEST := $(PY) -m pytest -n 2
 
 test: install browser clang
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -m "slow or not slow"
-	LEUKOLEARN_KERNELS=0 $(PY) -m pytest -m "slow or not slow" $(TRAINING_TESTS)
+	$(PYTEST) -m "slow or not slow"
+	LEUKOLEARN_KERNELS=0 $(PYTEST) -m "slow or not slow" $(TRAINING_TESTS)
 
 test-fast: install
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PYTEST)
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .hypothesis
