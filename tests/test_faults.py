@@ -60,9 +60,13 @@ def with_jobs(args, jobs):
 
 
 def start(env, data, out, args) -> subprocess.Popen:
+    # SIGINT at its default: a process started in the background by a non-interactive
+    # shell (as a CI job may be) inherits it ignored, and Python then installs no Ctrl-C
+    # handler, so the Ctrl-C test would test the caller's shell instead of the sweep.
     return subprocess.Popen(
         [sys.executable, "-m", "leukolearn", "sweep", "folder", str(data), "--out", str(out),
-         *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(condition, proc, timeout=300.0) -> None:

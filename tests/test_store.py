@@ -113,6 +113,20 @@ def test_changed_dataset_is_refused(tmp_path, cells):
         RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(other), cells=other)
 
 
+def test_a_resume_deletes_what_killed_writers_left_half_written(tmp_path, cells):
+    run = tmp_path / "run"
+    RunStore.create_or_resume(run, config=CONFIG, dataset=info(cells), cells=cells).close()
+    stale = [run / ".config.json.123-abc.tmp", run / "weights" / ".f00-n4-s0.safetensors.9-ff.tmp",
+             run / "weights" / ".f00-n8-s0.tmp.safetensors", run / ".dataset.json.tmp"]
+    for path in stale:  # today's unique names and the fixed ones older versions used
+        path.write_bytes(b"half")
+    keep = run / "weights" / "f00-n4-s0.safetensors"
+    keep.write_bytes(b"a finished job's file")
+    with RunStore.create_or_resume(run, config=CONFIG, dataset=info(cells), cells=cells):
+        assert not any(path.exists() for path in stale)
+        assert keep.exists() and (run / "config.json").exists()
+
+
 def test_lock_refuses_a_second_writer(tmp_path, cells):
     first = RunStore.create_or_resume(tmp_path, config=CONFIG, dataset=info(cells), cells=cells)
     with pytest.raises(LeukolearnError, match="being written by another sweep"):

@@ -45,6 +45,18 @@ def is_own_file(name: str) -> bool:
         name.startswith(f".{written}.") for written in _WRITTEN))
 
 
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in a run directory
+    and its weights/ (a unique name per write, so no later write replaces them). Only
+    called by the lock's holder: no other writer can be filling one. Returns them."""
+    stale = [p for folder in (path, path / "weights") if folder.is_dir()
+             for p in folder.iterdir() if p.is_file() and p.name.startswith(".")
+             and (p.name.endswith(".tmp") or ".tmp." in p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def check_same_run(path: Path, config: dict, dataset: DatasetInfo,
                    config_type: ConfigType | None = None) -> None:
     """Refuse to resume `path` with another config or another dataset."""

@@ -39,7 +39,7 @@ import numpy as np
 from leukolearn.errors import LeukolearnError
 from leukolearn.files import atomic_write, json_safe, software_versions, write_json
 from leukolearn.runstore.lock import RunLock
-from leukolearn.runstore.resume import (check_same_run, diff_configs, normalise,
+from leukolearn.runstore.resume import (remove_stale_temporaries, check_same_run, diff_configs, normalise,
                                         refuse_foreign)
 from leukolearn.runstore.schema import SCHEMA, DatasetInfo, from_npy, migrate, to_npy, write_weights
 
@@ -115,6 +115,7 @@ class RunStore:
         path.mkdir(parents=True, exist_ok=True)
         lock = RunLock(path).acquire()
         try:
+            remove_stale_temporaries(path)
             config_dict = normalise(config.to_dict() if hasattr(config, "to_dict") else dict(config))
             config_type = type(config) if hasattr(config, "from_dict") else None
             if (path / "config.json").exists():
