@@ -1,6 +1,11 @@
 """A run directory and a model file written by leukolearn 0.1.0, before the move to
 subpackages (tests/fixtures/make_v010_fixture.py made them with that version), still load,
-resume and predict as 0.1.0 computed them."""
+resume and predict as 0.1.0 computed them.
+
+Only text and run.sqlite are in git: the images are made again here (the synthetic
+generator, as BMP), and so are the weights files: the model file as 0.1.0's
+save_model wrote it (its seeded network, and the metadata 0.1.0 wrote, checksum included),
+the run's job weights as seeded networks (the run's tests read them, not their values)."""
 import csv
 import json
 import math
@@ -19,9 +24,28 @@ EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 
 @pytest.fixture
 def old(tmp_path):
-    """A writable copy: a resume writes into the run."""
-    shutil.copytree(FIXTURE, tmp_path / "v010")
-    return tmp_path / "v010"
+    """A writable copy (a resume writes into the run) with its images and weights files."""
+    from safetensors.torch import save_file
+
+    from leukolearn.data.synthetic import make_binary, write_image_folder
+    from leukolearn.model.cnn import ModelConfig, build_model
+    from leukolearn.model.weights import save_model
+    from leukolearn.runstore.store import RunStore
+
+    root = tmp_path / "v010"
+    shutil.copytree(FIXTURE, root)
+    images = EXPECTED["images"]
+    write_image_folder(make_binary(images["n_per_class"], size=images["size"],
+                                   seed=images["seed"]), root / "images", ext=images["ext"])
+    config = json.loads(EXPECTED["model"]["metadata"]["model_config"])
+    network = build_model(ModelConfig(**config), seed=EXPECTED["model"]["seed"])
+    save_file({k: v.detach().contiguous() for k, v in network.state_dict().items()},
+              str(root / "model.safetensors"), metadata=EXPECTED["model"]["metadata"])
+    with RunStore.open(root / "run") as store:
+        for record in store.results():
+            save_model(build_model(ModelConfig(**config), seed=record.seed),
+                       store.weights_path(record.job_id))
+    return root
 
 
 @pytest.fixture
@@ -36,8 +60,7 @@ def one_thread():
 def _cells(root: Path):
     from leukolearn.data.dataset import load_dataset
 
-    return load_dataset("folder", root / "images", positive=["blast"], cache=False,
-                        progress=False)
+    return load_dataset("folder", root / "images", positive=["blast"], progress=False)
 
 
 def _same(a, b) -> bool:
