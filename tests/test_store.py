@@ -117,7 +117,8 @@ def test_a_resume_deletes_what_killed_writers_left_half_written(tmp_path, cells)
     run = tmp_path / "run"
     RunStore.create_or_resume(run, config=CONFIG, dataset=info(cells), cells=cells).close()
     stale = [run / ".config.json.123-abc.tmp", run / "weights" / ".f00-n4-s0.safetensors.9-ff.tmp",
-             run / "weights" / ".f00-n8-s0.tmp.safetensors", run / ".dataset.json.tmp"]
+             run / "weights" / ".f00-n8-s0.tmp.safetensors", run / ".dataset.json.tmp",
+             run / "weights" / ".tmppTwqyC"]  # safetensors' own
     for path in stale:  # today's unique names and the fixed ones older versions used
         path.write_bytes(b"half")
     keep = run / "weights" / "f00-n4-s0.safetensors"

@@ -51,7 +51,9 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     called by the lock's holder: no other writer can be filling one. Returns them."""
     stale = [p for folder in (path, path / "weights") if folder.is_dir()
              for p in folder.iterdir() if p.is_file() and p.name.startswith(".")
-             and (p.name.endswith(".tmp") or ".tmp." in p.name)]
+             # ours (files.temporary_name, and older fixed names), and safetensors' own
+             # `.tmpXXXXXX`, which it writes before renaming into our temporary file
+             and (p.name.endswith(".tmp") or ".tmp." in p.name or p.name.startswith(".tmp"))]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
