@@ -17,16 +17,17 @@ import shlex
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from leukolearn.cli import main
 from leukolearn.data.synthetic import make_binary, write_image_folder
 from leukolearn.runstore.store import RunStore
+from sweep_processes import (assert_consistent, assert_same_results, done_rows,
+                             interrupt_once_some_jobs_are_saved, snapshot, start, wait_for,
+                             with_jobs)
 
 COMMON = ["--preset", "quick", "--folds", "3", "--size", "190", "--positive", "blast",
           "--max-epochs", "2", "--patience", "1", "--keep-duplicates", "--no-progress",
@@ -51,97 +52,6 @@ def env(tmp_path_factory):
     """One thread everywhere, and a decode cache shared by this module's processes."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "LEUKOLEARN_CACHE": str(tmp_path_factory.mktemp("cache"))}
-
-
-def with_jobs(args, jobs):
-    """`args` with --jobs set to `jobs`."""
-    at = args.index("--jobs")
-    return [*args[:at + 1], str(jobs), *args[at + 2:]]
-
-
-def start(env, data, out, args) -> subprocess.Popen:
-    # SIGINT at its default: a process started in the background by a non-interactive
-    # shell (as a CI job may be) inherits it ignored, and Python then installs no Ctrl-C
-    # handler, so the Ctrl-C test would test the caller's shell instead of the sweep.
-    return subprocess.Popen(
-        [sys.executable, "-m", "leukolearn", "sweep", "folder", str(data), "--out", str(out),
-         *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
-def wait_for(condition, proc, timeout=300.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(f"exited with {proc.returncode} first: {proc.stderr.read()}")
-        if time.monotonic() > end:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
-
-
-def weights_files(run: Path) -> set[str]:
-    folder = run / "weights"
-    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-
-
-def done_rows(run: Path) -> int:
-    """Finished jobs, read without writing (a sweep may be running)."""
-    if not (run / "run.sqlite").exists():
-        return 0
-    conn = sqlite3.connect(f"file:{run / 'run.sqlite'}?mode=ro", uri=True, timeout=5)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'done'").fetchone()[0]
-    except sqlite3.Error:  # not created yet
-        return 0
-    finally:
-        conn.close()
-
-
-def assert_consistent(run: Path) -> list[str]:
-    """Integrity, one row per job, a weights file for every row and nothing else in
-    weights/ (no temp file, no file without its row); returns the finished job ids."""
-    conn = sqlite3.connect(run / "run.sqlite")
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        total, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT job_id) FROM jobs").fetchone()
-        assert total == distinct
-    finally:
-        conn.close()
-    with RunStore.open(run) as store:
-        records = store.results(include_failed=True)
-        assert all(r.status == "done" for r in records)
-        ids = sorted(r.job_id for r in records)
-        for job_id in ids:
-            assert store.weights_path(job_id).is_file()
-    assert weights_files(run) == {f"{i}.safetensors" for i in ids}
-    assert not (run / "run.sqlite-journal").exists()
-    return ids
-
-
-def snapshot(run: Path) -> dict:
-    """Per job: metric, test indices and probabilities, and the saved weights."""
-    from safetensors.numpy import load_file
-
-    with RunStore.open(run) as store:
-        out = {}
-        for r in store.results():
-            pred = store.predictions(r.job_id)
-            # The tensors, not the file's bytes: safetensors orders its metadata at random.
-            out[r.job_id] = (r.metric, pred.test_idx, pred.probs,
-                             load_file(store.weights_path(r.job_id)))
-        return out
-
-
-def assert_same_results(a: dict, b: dict) -> None:
-    assert sorted(a) == sorted(b)
-    for job_id in a:
-        (ma, ia, pa, wa), (mb, ib, pb, wb) = a[job_id], b[job_id]
-        assert ma == mb or (np.isnan(ma) and np.isnan(mb)), job_id
-        np.testing.assert_array_equal(ia, ib, err_msg=job_id)
-        np.testing.assert_array_equal(pa, pb, err_msg=job_id)  # exact, not approximate
-        assert wa.keys() == wb.keys(), job_id
-        for name in wa:
-            np.testing.assert_array_equal(wa[name], wb[name], err_msg=f"{job_id} {name}")
 
 
 @pytest.mark.slow
@@ -198,11 +108,14 @@ def test_sigkill_at_random_moments_loses_nothing(data, env, tmp_path):
 
 @pytest.mark.parametrize("jobs, start_method", [
     (1, None), pytest.param(2, "fork", marks=pytest.mark.slow),
-    pytest.param(2, "spawn", marks=pytest.mark.slow)])
+    pytest.param(2, "spawn", marks=pytest.mark.slow),
+    pytest.param(2, "ray", marks=pytest.mark.slow, id="2-ray-executor")])
 def test_ctrl_c_keeps_finished_jobs_and_says_how_to_resume(data, env, tmp_path, jobs,
                                                            start_method):
     args = with_jobs(KILL, jobs)
-    if start_method is not None:
+    if start_method == "ray":  # Ray tasks instead of local processes: the same behaviour
+        args = [*args, "--executor", "ray"]
+    elif start_method is not None:
         env = {**env, "LEUKOLEARN_START_METHOD": start_method}
     run = tmp_path / "run"
     proc = start(env, data, run, args)
@@ -215,26 +128,6 @@ def test_ctrl_c_keeps_finished_jobs_and_says_how_to_resume(data, env, tmp_path, 
                                             f"with the same command: leukolearn {command}")
     kept = assert_consistent(run)
     assert 1 <= len(kept) < KILL_JOBS
-
-
-def interrupt_once_some_jobs_are_saved(proc, run: Path, total: int) -> None:
-    """Send Ctrl-C's SIGINT (to the parent only: a terminal would signal the workers too,
-    and they ignore it) once at least one of `total` jobs is saved and some are left. The
-    count is read while the sweep is stopped (SIGSTOP), so no job can finish between the
-    check and the signal, however loaded the machine: no timing decides the outcome."""
-    end = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"exited with {proc.returncode} first: {proc.stderr.read()}")
-        proc.send_signal(signal.SIGSTOP)
-        if 1 <= done_rows(run) < total:
-            proc.send_signal(signal.SIGINT)  # pending until it runs again
-            proc.send_signal(signal.SIGCONT)
-            return
-        proc.send_signal(signal.SIGCONT)
-        if time.monotonic() > end:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
 
 
 def test_second_sweep_on_a_run_is_refused_while_the_first_writes(data, env, tmp_path):

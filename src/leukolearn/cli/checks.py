@@ -98,12 +98,13 @@ def one_of(value: str, choices: tuple[str, ...], option: str) -> None:
         raise LeukolearnError(f"{option} {value!r}: choose {', '.join(choices)}")
 
 
-def workers(jobs: int, batch_models: int = BATCH_MODELS) -> None:
-    """--jobs and --batch-models, as run_sweep checks them, but before the run directory."""
-    at_least(jobs, 1, "--jobs")
-    at_least(batch_models, 1, "--batch-models")
-    if jobs > 1 and batch_models > 1:
-        raise LeukolearnError("use either --jobs (processes) or --batch-models, not both")
+def workers(jobs: int, batch_models: int = BATCH_MODELS, executor: str = "local",
+            ray_address: str | None = None) -> None:
+    """--jobs, --batch-models, --executor and --ray-address, as run_sweep checks them, but
+    before the data are read and the run directory is made."""
+    from leukolearn.experiments.sweep import check_workers
+
+    check_workers(jobs, batch_models, executor, ray_address)
 
 
 def run_out(path: Path) -> Path:

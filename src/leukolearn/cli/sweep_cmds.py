@@ -56,6 +56,14 @@ def sweep(
     batch_models: int = typer.Option(BATCH_MODELS, "--batch-models", help="Train K networks at once in one "
                                      "process (for a GPU: tiny networks leave it idle). CPU: keep 1, "
                                      "the fused CPU kernels are faster.", rich_help_panel=RUNNING),
+    executor: str = typer.Option("local", "--executor", help="local: worker processes on this "
+                                 "machine. ray: Ray tasks, on a local Ray of --jobs CPUs or on "
+                                 "the cluster of --ray-address (pip install "
+                                 "\"leukolearn[ray]\").", rich_help_panel=RUNNING),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A running Ray "
+                                              "cluster, e.g. ray://head:10001 (with --executor "
+                                              "ray; every node needs leukolearn installed).",
+                                              rich_help_panel=RUNNING),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar.", rich_help_panel=RUNNING),
     as_json: bool = typer.Option(False, "--json", help="Also print the counts of jobs as JSON "
                                  "(stdout; the lines above go to stderr).", rich_help_panel=RUNNING),
@@ -75,7 +83,7 @@ def sweep(
         val_size=val_size, seed=seed, replicates=replicates), train=dict(
         max_epochs=max_epochs, patience=patience, init=init, device=device, restarts=restarts))
     checks.training(init=config.train.init, device=config.train.device)
-    checks.workers(jobs, batch_models)
+    checks.workers(jobs, batch_models, executor, ray_address)
     checks.run_out(out)
     cells = load_for_sweep(config, dataset, root, positive=positive, size=size,
                            label_table=label_table, dedupe=not keep_duplicates,
@@ -83,7 +91,8 @@ def sweep(
     say_dropped_classes(cells, config)
     # dataset.json records how the images were loaded from cells.source, as from Python.
     report = sweep_dataset(cells, config, out, jobs=jobs, batch_models=batch_models,
-                           progress=not no_progress)
+                           progress=not no_progress, executor=executor,
+                           ray_address=ray_address)
 
     if as_json:
         typer.echo(to_json({"run": str(out), "planned": report.planned, "done": report.done,

@@ -28,7 +28,7 @@ from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.progress import progress_bar
 from leukolearn.experiments.protocol import Job, Plan, keep_classes, make_plan
-from leukolearn.experiments.workers import attempt, run_parallel
+from leukolearn.experiments.workers import attempt, attempt_many, run_parallel
 from leukolearn.runstore.resume import HowItRan, ran_otherwise
 from leukolearn.runstore.store import DatasetInfo, RunStore
 
@@ -153,27 +153,25 @@ class SweepReport:
 
 def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner, jobs: int = 1,
               progress: bool = True, max_jobs: int | None = None,
-              batch_models: int = 1, start_method: str | None = None) -> SweepReport:
+              batch_models: int = 1, start_method: str | None = None,
+              executor: str = "local", ray_address: str | None = None) -> SweepReport:
     """Run the jobs of `plan` that `store` does not hold yet; `max_jobs` caps how many.
 
-    `jobs` N > 1: N worker processes, started by `start_method` (None: the platform's
-    default, see `experiments.workers`).
+    `executor` "local": `jobs` N > 1 runs N worker processes, started by `start_method`
+    (None: the platform's default, see `experiments.workers`). "ray": Ray tasks
+    (`experiments.ray_executor`) on a local Ray of `jobs` CPUs, or on the cluster at
+    `ray_address`.
 
-    `batch_models` K > 1 (one process, for a GPU): groups of K jobs are trained together by
-    the runner's `run_many` (`TrainingRunner.run_many`, `leukolearn.training.batched`); a group that
-    raises is recorded as failed, job by job.
+    `batch_models` K > 1 (for a GPU): groups of K jobs are trained together by the runner's
+    `run_many` (`TrainingRunner.run_many`, `leukolearn.training.batched`), in this process
+    or, with Ray, one group per task; a group that raises is recorded as failed, job by job.
     """
-    if batch_models < 1:
-        raise LeukolearnError(f"--batch-models must be at least 1, got {batch_models}")
+    check_workers(jobs, batch_models, executor, ray_address)
     if batch_models > 1 and not hasattr(runner, "run_many"):
         raise LeukolearnError("this runner cannot train several models at once (no run_many)")
-    if batch_models > 1 and jobs > 1:
-        raise LeukolearnError("use either --jobs (processes) or --batch-models, not both")
     ids = [job.job_id for job in plan]
     if len(set(ids)) != len(ids):
         raise ValueError("the plan has duplicate job ids")
-    if jobs < 1:
-        raise LeukolearnError(f"--jobs must be at least 1, got {jobs}")
     finished = store.finished_ids()
     todo = [job for job in plan if job.job_id not in finished]
     report = SweepReport(planned=len(plan), skipped=len(plan) - len(todo))
@@ -181,8 +179,9 @@ def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner,
         todo = todo[:max_jobs]
     if todo and finished:
         # Asking CUDA in this process is harmless only when no workers are forked after it.
-        _warn_if_ran_otherwise(store, runner, may_touch_cuda=batch_models > 1 or jobs == 1
-                               or len(todo) <= 1, batched=batch_models > 1)
+        _warn_if_ran_otherwise(store, runner, may_touch_cuda=executor == "ray"
+                               or batch_models > 1 or jobs == 1 or len(todo) <= 1,
+                               batched=batch_models > 1)
     start = time.perf_counter()
     # The bar stays when done: the last job's line is the sweep's record on screen.
     with progress_bar(enabled=progress, transient=False, extra=("{task.fields[note]}",)) as bar:
@@ -203,10 +202,15 @@ def run_sweep(cells: CellImages, plan: Plan, store: RunStore, *, runner: Runner,
                            note=f"{job.job_id}: {result.metric_name} {result.metric:.3f}")
 
         try:
-            if batch_models > 1:
+            if executor == "ray":
+                from leukolearn.experiments.ray_executor import run_on_ray
+
+                run_on_ray(cells, todo, runner, save, cpus=jobs, address=ray_address,
+                           batch_models=batch_models, gpus_per_task=_gpus_per_task(runner))
+            elif batch_models > 1:
                 for first in range(0, len(todo), batch_models):
                     group = todo[first:first + batch_models]
-                    for job, result in zip(group, _attempt_many(runner, cells, group)):
+                    for job, result in zip(group, attempt_many(runner, cells, group)):
                         save(job, result)
             elif jobs == 1 or len(todo) <= 1:
                 for job in todo:
@@ -223,7 +227,8 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
                   dataset_root: str | Path = "", load_options: Mapping[str, Any] | None = None,
                   jobs: int = 1, progress: bool = True, runner: Runner | None = None,
                   max_jobs: int | None = None, batch_models: int = 1,
-                  start_method: str | None = None) -> SweepReport:
+                  start_method: str | None = None, executor: str = "local",
+                  ray_address: str | None = None) -> SweepReport:
     """The whole sweep of a SweepConfig on a dataset, into the run directory `out`.
 
     Drops classes below `config.options.min_per_class`, checks the metric fits the classes,
@@ -231,8 +236,7 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
     name, root and load options default to where `load_dataset` read `cells` from.
     """
     # Everything that can be refused is checked before the run directory is written.
-    if jobs < 1:
-        raise LeukolearnError(f"--jobs must be at least 1, got {jobs}")
+    check_workers(jobs, batch_models, executor, ray_address)
     if cells.source is not None:
         dataset_name = dataset_name or cells.source.name
         dataset_root = dataset_root or cells.source.root
@@ -256,7 +260,8 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
     with RunStore.create_or_resume(out, config=config, dataset=info, cells=cells) as store:
         return run_sweep(cells, plan, store, runner=runner, jobs=jobs, progress=progress,
                          max_jobs=max_jobs, batch_models=batch_models,
-                         start_method=start_method)
+                         start_method=start_method, executor=executor,
+                         ray_address=ray_address)
 
 
 def _check_class_counts(cells: CellImages, config: Any) -> None:
@@ -291,8 +296,31 @@ def _warn_if_ran_otherwise(store: RunStore, runner: Any, may_touch_cuda: bool,
         warnings.warn(f"resuming {store.path}: {message}", stacklevel=3)
 
 
-def _attempt_many(runner: Any, cells: CellImages, group: list[Job]) -> list[JobOutcome | str]:
-    try:
-        return runner.run_many(cells, group)
-    except Exception as exc:  # the whole group fails together
-        return [f"{type(exc).__name__}: {exc}"] * len(group)
+def check_workers(jobs: int, batch_models: int, executor: str = "local",
+                  ray_address: str | None = None) -> None:
+    """--jobs, --batch-models, --executor and --ray-address, before any work starts."""
+    from leukolearn.experiments.ray_executor import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise LeukolearnError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if jobs < 1:
+        raise LeukolearnError(f"--jobs must be at least 1, got {jobs}")
+    if batch_models < 1:
+        raise LeukolearnError(f"--batch-models must be at least 1, got {batch_models}")
+    # Local processes: K networks in one process keep one GPU busy; N processes of K each
+    # would only fight over it. Ray schedules the groups itself, one task each.
+    if executor == "local" and batch_models > 1 and jobs > 1:
+        raise LeukolearnError("use either --jobs (processes) or --batch-models, not both")
+    if ray_address is not None and executor != "ray":
+        raise LeukolearnError("--ray-address needs --executor ray")
+    if executor == "ray":
+        from leukolearn.experiments.ray_executor import import_ray
+
+        import_ray()  # not installed: say so now, not after the data are loaded
+
+
+def _gpus_per_task(runner: Any) -> float:
+    """A Ray task of a CUDA training asks for one GPU (K networks share it with
+    --batch-models K); CPU and "auto" trainings ask for none."""
+    config = getattr(runner, "train_config", None)
+    return 1.0 if str(getattr(config, "device", "cpu")).startswith("cuda") else 0.0

@@ -85,7 +85,7 @@ def run_parallel(cells: CellImages, todo: list, runner: Callable, jobs: int,
         for future, job in list(pending.items()):
             if future.done() and not future.cancelled() and future.exception() is None:
                 result = future.result()
-                if not _is_interrupted(result):
+                if not is_interrupted(result):
                     save(job, result)
         raise
     finally:
@@ -162,8 +162,8 @@ class _MappedArray:
 
 # ---- in the worker ----------------------------------------------------------------------
 _WORKER: tuple[CellImages, Callable] | None = None
-_INTERRUPTED = "__interrupted__"
-_INTERRUPTED_RESULT = object()  # what _result makes of _INTERRUPTED, in the parent
+INTERRUPTED = "__interrupted__"
+_INTERRUPTED_RESULT = object()  # what _result makes of INTERRUPTED, in the parent
 
 
 def _init_worker(shared: SharedCells, runner: Callable, threads: int) -> None:
@@ -187,12 +187,21 @@ def attempt(runner: Callable, cells: CellImages, job: Any) -> Any:
         return f"{type(exc).__name__}: {exc}"
 
 
+def attempt_many(runner: Any, cells: CellImages, group: list) -> list:
+    """The outcomes of `runner.run_many(cells, group)`, or its error as one line per job:
+    the whole group fails together."""
+    try:
+        return runner.run_many(cells, group)
+    except Exception as exc:  # as in attempt: recorded, the sweep goes on
+        return [f"{type(exc).__name__}: {exc}"] * len(group)
+
+
 def _work(job: Any) -> Any:
     assert _WORKER is not None
     try:
         return attempt(_WORKER[1], _WORKER[0], job)
     except KeyboardInterrupt:  # a runner may raise it; SIGINT itself is ignored here
-        return _INTERRUPTED
+        return INTERRUPTED
 
 
 def _result(future: Any) -> Any:
@@ -200,8 +209,8 @@ def _result(future: Any) -> Any:
         result = future.result()
     except BrokenProcessPool:  # loky's, a subclass of the stdlib's
         return WORKER_DIED
-    return _INTERRUPTED_RESULT if _is_interrupted(result) else result
+    return _INTERRUPTED_RESULT if is_interrupted(result) else result
 
 
-def _is_interrupted(result: Any) -> bool:
-    return isinstance(result, str) and result == _INTERRUPTED
+def is_interrupted(result: Any) -> bool:
+    return isinstance(result, str) and result == INTERRUPTED
