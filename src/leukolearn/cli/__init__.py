@@ -49,8 +49,8 @@ def _options(
 
 
 # Importing a command module registers its commands on `app` (order = order in --help).
-from leukolearn.cli import (data_cmds, train_cmds, use_cmds, sweep_cmds,  # noqa: E402,F401
-                            report_cmds, inside_cmds)
+from leukolearn.cli import (data_cmds, train_cmds, use_cmds, evaluate_cmds,  # noqa: E402,F401
+                            sweep_cmds, report_cmds, inside_cmds)
 
 
 def _print_warning(message, *_args, **_kwargs) -> None:

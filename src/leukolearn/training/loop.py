@@ -267,7 +267,10 @@ def predict_proba(model: PaperCNN, images: np.ndarray, batch_size: int = 64) -> 
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             if fused and chunk.dtype == np.uint8:  # the first kernel reads (B, H, W, 3) as is
-                logits = model.forward_fused(torch.from_numpy(np.ascontiguousarray(chunk)))
+                # A read-only chunk (a memory-mapped cache) is copied: torch warns on a
+                # non-writable array even where, as here, nothing writes to it.
+                chunk = np.ascontiguousarray(chunk) if chunk.flags.writeable else np.array(chunk)
+                logits = model.forward_fused(torch.from_numpy(chunk))
             else:
                 logits = model(to_tensor(chunk).to(device).float() / 255)
             out.append(torch.softmax(logits, dim=1).cpu().numpy())
