@@ -140,3 +140,24 @@ def test_evaluate_command_writes_its_files_and_refuses_without_out(tmp_path, cap
     assert {p.name for p in out.iterdir()} == {"evaluation.json", "cells.csv", "per_type.csv",
                                                "evaluation.png", "evaluation.svg"}
     assert len((out / "cells.csv").read_text().splitlines()) == 13
+
+
+def test_report_shows_every_evaluation_kept_in_the_run(tmp_path):
+    from leukolearn.report.html_evaluations import evaluations_section
+
+    run = tmp_path / "run"
+    assert "No external validation yet" in evaluations_section(run).body
+    labels, probs = binary_case()
+    data = cells(labels, ("lymphocyte", "blast", "neutrophil"))
+    for name in ("folder-lab_b", "folder-lab_c"):
+        ev = evaluate_probabilities(probs, predictor(("healthy", "blast")), data, threshold=0.5,
+                                    n_resamples=200)
+        ev.write(run / "evaluations" / name)
+    (run / "evaluations" / "not-an-evaluation").mkdir()
+    section = evaluations_section(run)
+    assert section.body.count("<tr><td>folder-lab_") == 2
+    assert f"{ev.auc:.3f}" in section.body
+    worst = max(("lymphocyte", "neutrophil"), key=lambda n: ev.per_type[n].value)
+    assert f"{worst}: {ev.per_type[worst].value:.3f}" in section.body
+    assert [f.source for f in section.figures] == [
+        "evaluations/folder-lab_b/evaluation.png", "evaluations/folder-lab_c/evaluation.png"]

@@ -140,7 +140,7 @@ def test_report_has_a_contents_list_and_every_section(binary_report):
     page = parse(binary_report)
     toc = [link[1:] for link in page.links if link.startswith("#")]
     assert toc == ["summary", "figures", "learning-curve", "calibration", "inside",
-                   "model-card", "run"]
+                   "evaluations", "model-card", "run"]
     assert set(toc) <= page.ids
     assert 'name="viewport"' in binary_report and "max-width" in binary_report
 

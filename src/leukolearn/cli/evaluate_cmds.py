@@ -14,8 +14,8 @@ from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableO
                                     RootArg, split_csv)
 from leukolearn.files import to_json
 from leukolearn.predict.counts import CONFIDENCE
+from leukolearn.runstore.resume import EVALUATIONS_DIR
 
-EVALUATIONS = "evaluations"  # RUN/evaluations/<name>/: where `report` finds a run's evaluations
 
 
 @app.command()
@@ -66,7 +66,7 @@ def evaluate(
         if not is_run_dir(model):
             raise LeukolearnError("give --out: a model file has no run directory to keep "
                                   "its evaluations in")
-        out = model / EVALUATIONS / default_name(dataset, root)
+        out = model / EVALUATIONS_DIR / default_name(dataset, root)
     checks.out_dir(out)
     predictor = load_predictor(model, size=run_size)
     cells = load_cells(dataset, root, size=predictor.config.input_size, multiclass=True,

@@ -34,6 +34,7 @@ from leukolearn.analysis.summary import summarize_store
 from leukolearn.errors import LeukolearnError
 from leukolearn.files import check_new_file, write_bytes
 from leukolearn.report.html_card import model_card, run_details
+from leukolearn.report.html_evaluations import evaluations_section
 from leukolearn.report.html_figures import (calibration_section, curve_fit, curve_section,
                                             found_figures, inside_intro, paper_figures,
                                             paper_figures_intro)
@@ -107,6 +108,7 @@ def render_report(run: str | Path, *, target: float = DEFAULT_TARGET, n_boot: in
     found, skipped = found_figures(run, drop_curve=curve[0] is not None)
     sections.append(Section(
         "inside", "Inside the networks", inside_intro(found, skipped, run), found))
+    sections.append(evaluations_section(run))
 
     head = headline(summary, paper, paper_at, metric, largest, curve[0], target,
                      planned_jobs(config))

@@ -17,6 +17,7 @@ from leukolearn.errors import LeukolearnError
 from leukolearn.report.html_parts import (ReportFigure, Section, esc, fmt, para, png_bytes,
                                           rel_path)
 from leukolearn.runstore.store import RunStore
+from leukolearn.runstore.resume import EVALUATIONS_DIR
 
 MIN_CURVE_SIZES = 3  # a - b n^-c has three parameters
 MIN_CURVE_FOLDS = 3  # fewer folds make the bootstrap over folds meaningless
@@ -193,7 +194,8 @@ def _walk_pngs(run: Path, max_depth: int = 3) -> Iterable[Path]:
         except OSError:
             return
         for entry in entries:
-            if entry.name.startswith(".") or entry.name == "weights":
+            # weights/: no figures; evaluations/: their own section (html_evaluations)
+            if entry.name.startswith(".") or entry.name in ("weights", EVALUATIONS_DIR):
                 continue
             if entry.is_dir() and not entry.is_symlink() and depth < max_depth:
                 yield from walk(entry, depth + 1)

@@ -27,9 +27,12 @@ class ConfigType(Protocol):
     def from_dict(cls, data: dict) -> Any: ...
 
 
+# Where `leukolearn evaluate RUN` keeps its external validations (one folder each), and
+# the report finds them.
+EVALUATIONS_DIR = "evaluations"
 # What a run directory may hold; anything else means the folder is not (only) a run.
 OWN_FILES = {"config.json", "dataset.json", "versions.json", "run.sqlite", "run.sqlite-journal",
-             "weights", ".lock", "summary.csv"}
+             "weights", ".lock", "summary.csv", EVALUATIONS_DIR}
 # Left by a process killed while writing one of the JSON files, by older versions
 # (files.atomic_write's fixed temporary names; before 0.2 and then until unique names).
 OWN_FILES |= {f".{name}.tmp.json" for name in ("config", "dataset", "versions")}
