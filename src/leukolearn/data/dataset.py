@@ -16,7 +16,6 @@ import inspect
 import os
 import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
@@ -35,13 +34,13 @@ from leukolearn.data.duplicates import (HASH_BITS, HASH_VERSION, duplicate_group
                                         perceptual_hash)
 from leukolearn.data.classes import negative_label, positive_label
 from leukolearn.data.loaders import LOADERS, Entry, Listing
+from leukolearn.data.parallel_decode import default_workers, ordered_map
 from leukolearn.errors import BadFileError, LeukolearnError
 from leukolearn.progress import track
 
 
 _MASK_ASPECT_TOLERANCE = 0.03  # masks may be at another resolution, not another shape
-_MAX_THREADS = 8
-_CHUNK = 64  # entries decoded per batch of threads
+_IN_FLIGHT = 64  # decoded entries waiting at most (at least 4 per CPU): RAM, not the dataset
 
 
 def list_datasets() -> dict[str, str]:
@@ -341,13 +340,12 @@ def _cache_keys(listing: Listing, size: int, keep_going: bool,
 
 
 def _decode_each(entries: list[Entry], size: int) -> Iterator:
-    """Decoded entries in order, a few threads at a time (Pillow, tifffile and numpy
-    release the GIL while they work); a bad file is yielded as its BadFileError."""
-    workers = min(_MAX_THREADS, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        # Submit in chunks: results wait in RAM only until written, never a whole dataset.
-        for start in range(0, len(entries), _CHUNK):
-            yield from pool.map(partial(_decode_one, size=size), entries[start:start + _CHUNK])
+    """Decoded entries in order, on every CPU this process may use (`ordered_map`, the one
+    parallel decoder); a bad file is yielded as its BadFileError. Results wait in RAM only
+    until written, never a whole dataset."""
+    workers = default_workers()
+    return ordered_map(partial(_decode_one, size=size), entries, workers=workers,
+                       in_flight=max(_IN_FLIGHT, 4 * workers))
 
 
 def _decode_one(entry: Entry, size: int):

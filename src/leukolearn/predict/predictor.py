@@ -29,15 +29,17 @@ columns, summary.json's `positive_classes` / `positive_name` and the printed tab
 """
 from __future__ import annotations
 
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from leukolearn.analysis.calibration import ReliabilityCurve
 from leukolearn.data.classes import positive_classes
-from leukolearn.data.decode import fit_to_square, read_image
+from leukolearn.data.decode import read_image
+from leukolearn.data.parallel_decode import default_workers, fitted_images
 from leukolearn.errors import BadFileError, LeukolearnError
 from leukolearn.files import write_csv, write_json
 from leukolearn.model.cnn import PaperCNN
@@ -140,29 +142,67 @@ def predict_paths(model: PaperCNN | Sequence[PaperCNN], paths: list[Path], batch
                   progress: bool = True, skip_bad: bool = False) -> np.ndarray:
     """Class probabilities (N, n_classes) for image files, decoded and fitted like training
     data; with several models, their mean. A file that cannot be decoded raises its
-    BadFileError, or with `skip_bad` gets a row of NaN."""
+    BadFileError, or with `skip_bad` gets a row of NaN.
+
+    Files are decoded on every CPU (`data.parallel_decode`), up to `_AHEAD_BATCHES`
+    batches ahead of the network, which runs on the current batch meanwhile at
+    `_network_threads` torch threads. The batches are those of a serial loop (batch_size
+    paths each, less the bad files), and the probabilities do not depend on torch's
+    threads (`training.loop.predict_proba`), so they are what a serial loop computes."""
     models = [model] if isinstance(model, PaperCNN) else list(model)
     size = models[0].config.input_size
     n_classes = models[0].config.n_classes
     out = np.full((len(paths), n_classes), np.nan, dtype=np.float32)
-    with progress_bar(enabled=progress) as bar:  # transient: an error stays one line
+    workers = default_workers()
+    ahead = max(4 * workers, min(_AHEAD_BATCHES * batch_size, _MAX_AHEAD))
+    # the bar is transient: an error stays one line
+    with progress_bar(enabled=progress) as bar, _torch_threads(_network_threads(workers)), \
+            closing(fitted_images(paths, size, workers=workers, in_flight=ahead)) as decoded:
         task = bar.add_task("predicting cells", total=len(paths))
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
+            stop = min(start + batch_size, len(paths))
             images, rows = [], []
-            for i, p in enumerate(chunk):
-                try:
-                    images.append(fit_to_square(read_image(p), size))
-                    rows.append(start + i)
-                except BadFileError:
+            for i, result in zip(range(start, stop), decoded):  # range first: zip takes no extra
+                if isinstance(result, BadFileError):
                     if not skip_bad:
-                        raise
+                        raise result
+                    continue
+                images.append(result)
+                rows.append(i)
             if images:
                 batch = np.stack(images)  # (B, H, W, 3) uint8
                 out[rows] = np.mean([predict_proba(m, batch, batch_size=batch_size)
                                      for m in models], axis=0)
-            bar.advance(task, len(chunk))
+            bar.advance(task, stop - start)
     return out
+
+
+def _network_threads(cpus: int) -> int:
+    """Torch threads for the network while `cpus` threads decode: its share of the work.
+
+    Decoding a 360 x 363 JPEG and fitting it to 257 px takes about 4x the CPU of the
+    network on it (about 2.0 vs 0.45 ms), so the decode threads keep every CPU busy and the
+    network needs about a fifth of them: 1 thread up to 7 CPUs, 2 on 8, 3 on 16. More
+    would cost CPU at the kernels' barriers (on 2 cores: 2.61 CPU ms per cell at 1 thread,
+    2.68 at 2, measured end to end with benchmarks/bench_predict.py at load 4); fewer
+    would make the network the bottleneck on a large machine."""
+    return max(1, (cpus + 2) // 5)
+
+
+_AHEAD_BATCHES = 2  # decoded batches waiting for the network at most
+_MAX_AHEAD = 256  # images; bounds the memory a large --batch-size takes
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---- samples ----------------------------------------------------------------------------------
