@@ -157,9 +157,11 @@ def test_batched_training_equals_separate_trainings(request, monkeypatch, case):
             assert g["val_loss"] == pytest.approx(w["val_loss"], rel=1e-4, abs=1e-6)
         assert not got.model.training and next(got.model.parameters()).device.type == "cpu"
         for (name, g), w in zip(got.model.state_dict().items(), want.model.state_dict().values()):
-            # measured: losses within 4e-8, weights within 6e-6 (RMSprop divides tiny
-            # gradients by their running RMS, which magnifies the summation-order rounding)
-            torch.testing.assert_close(g, w, rtol=1e-4, atol=5e-5, msg=name)
+            # measured: losses within 4e-8, weights within 6e-6 on one Xeon and 6.7e-5 on
+            # another (AVX-512 FP16 / AMX: MKL and oneDNN pick other kernels, so another
+            # summation order). RMSprop divides tiny gradients by their running RMS, which
+            # magnifies that rounding; the README says it can reach about 1e-3.
+            torch.testing.assert_close(g, w, rtol=1e-3, atol=2e-4, msg=name)
 
 
 @pytest.mark.parametrize("max_epochs, patience", [(3, 2), (2, 5)])

@@ -91,6 +91,7 @@ def train_and_evaluate(
 ) -> dict:
     """Split (see `single_split`), train, test, and write model.safetensors, history.json, metrics.json,
     split.json and train_config.json into out_dir. Returns the metrics."""
+    from leukolearn.analysis.domain import attach_domain_check
     from leukolearn.model.weights import save_model
     from leukolearn.training.loop import predict_proba, train_model
 
@@ -99,6 +100,10 @@ def train_and_evaluate(
     split = {"train": job.train_idx, "val": job.val_idx, "test": job.test_idx}
     result = train_model(cells, job.train_idx, job.val_idx, config, seed=job.seed,
                                       progress=progress)
+    # The domain check travels with the model (analysis.domain): fitted on its training
+    # cells, scaled by its validation cells.
+    attach_domain_check(result.model, cells.images[list(job.train_idx)],
+                        cells.images[list(job.val_idx)])
     probs = predict_proba(result.model, cells.images[list(job.test_idx)])
     metrics = evaluate(cells, np.asarray(job.test_idx), probs)
     metrics.update(best_epoch=result.best_epoch, epochs_run=result.epochs_run,

@@ -115,6 +115,12 @@ class TrainingRunner:
         from leukolearn.analysis.metrics import roc_auc, weighted_f1
         from leukolearn.training.loop import predict_proba
 
+        from leukolearn.analysis.domain import attach_domain_check
+
+        # Every job's model carries its domain check (analysis.domain), as `train`'s does.
+        if result.model is not None:
+            attach_domain_check(result.model, cells.images[np.asarray(job.train_idx)],
+                                cells.images[np.asarray(job.val_idx)])
         test_idx = np.asarray(job.test_idx)
         # Inference may use this process's threads: one image's forward pass sums within
         # the image only, and the probabilities are bit-identical with 1 to 4 threads

@@ -259,10 +259,17 @@ def finish(model: PaperCNN, stopping: EarlyStopping, val_images: np.ndarray, sec
 
 def predict_proba(model: PaperCNN, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Class probabilities (N, n_classes) for uint8 images (N, H, W, 3) at the model's size."""
+    return predict_with_hidden(model, images, batch_size)[0]
+
+
+def predict_with_hidden(model: PaperCNN, images: np.ndarray, batch_size: int = 64
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities (N, n_classes), the 32-d hidden layer (N, hidden)) in one pass,
+    for the domain check (`analysis.domain`)."""
     device = next(model.parameters()).device
     fused = _use_kernels(device)
     model.eval()
-    out = []
+    probs, hidden = [], []
     with torch.inference_mode(), _dense_layers_at_fixed_threads(model, device):
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
@@ -270,13 +277,15 @@ def predict_proba(model: PaperCNN, images: np.ndarray, batch_size: int = 64) -> 
                 # A read-only chunk (a memory-mapped cache) is copied: torch warns on a
                 # non-writable array even where, as here, nothing writes to it.
                 chunk = np.ascontiguousarray(chunk) if chunk.flags.writeable else np.array(chunk)
-                logits = model.forward_fused(torch.from_numpy(chunk))
+                h = model.embed_fused(torch.from_numpy(chunk))
             else:
-                logits = model(to_tensor(chunk).to(device).float() / 255)
-            out.append(torch.softmax(logits, dim=1).cpu().numpy())
-    if not out:
-        return np.zeros((0, model.config.n_classes), dtype=np.float32)
-    return np.concatenate(out)
+                h = model.embed(to_tensor(chunk).to(device).float() / 255)
+            probs.append(torch.softmax(model.classifier(h), dim=1).cpu().numpy())
+            hidden.append(h.float().cpu().numpy())
+    if not probs:
+        return (np.zeros((0, model.config.n_classes), dtype=np.float32),
+                np.zeros((0, model.config.hidden), dtype=np.float32))
+    return np.concatenate(probs), np.concatenate(hidden)
 
 
 @contextlib.contextmanager
