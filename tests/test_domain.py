@@ -86,3 +86,25 @@ def test_no_check_without_held_out_cells(setting):
                         seed=4)
     assert not attach_domain_check(model, images[:10], images[:0])
     assert domain_check_of(model) is None
+
+
+def test_predict_withholds_the_call_on_a_sample_from_another_stain(setting, tmp_path):
+    from leukolearn.errors import LeukolearnError
+    from leukolearn.model.weights import save_model
+    from leukolearn.predict.predictor import PredictOptions, predict_samples
+
+    images, model, test = setting
+    save_model(model, tmp_path / "model.safetensors")
+    for name, batch in (("own_lab", images[test[:30]]), ("other_stain", recoloured(images[test[:30]]))):
+        (tmp_path / "samples" / name).mkdir(parents=True)
+        for i, im in enumerate(batch):
+            Image.fromarray(im).save(tmp_path / "samples" / name / f"{i}.png")
+    report = predict_samples(tmp_path / "model.safetensors", [tmp_path / "samples"],
+                             PredictOptions(threshold=0.5), progress=False)
+    by_name = {r.sample: r for r in report.sample_results}
+    assert by_name["other_stain"].domain == "outside" and by_name["other_stain"].call == "withheld"
+    assert by_name["own_lab"].domain == "inside" and by_name["own_lab"].call != "withheld"
+    assert by_name["other_stain"].domain_distance_ratio > by_name["own_lab"].domain_distance_ratio
+    with pytest.raises(LeukolearnError, match="holds no calibration"):
+        predict_samples(tmp_path / "model.safetensors", [tmp_path / "samples"],
+                        PredictOptions(threshold=0.5, lab_calibrated=True), progress=False)

@@ -15,7 +15,7 @@ from leukolearn.data.parallel_decode import (available_cpus, default_workers, fi
                                              fitted_images, ordered_map)
 from leukolearn.errors import BadFileError
 from leukolearn.model.cnn import ModelConfig, build_model
-from leukolearn.predict.predictor import predict_paths
+from leukolearn.predict.batches import predict_paths
 from leukolearn.training.loop import predict_proba
 
 SIZE = 190  # the smallest input the six conv/pool blocks take

@@ -294,6 +294,7 @@ def test_single_model_needs_calibration_for_a_target_sensitivity(patients, tmp_p
 # ---- the adjusted count: corrected for the error rates at the threshold --------------------
 ADJUSTED_COLUMNS = ["adjusted_fraction", "adjusted_ci_low", "adjusted_ci_high", "call_on",
                     "adjusted_note"]
+DOMAIN_COLUMNS = ["domain", "domain_distance_ratio", "domain_outside_share"]
 
 
 def pooled_rates(run_dir, size, threshold, job_id=None):
@@ -321,7 +322,7 @@ def test_run_counts_are_corrected_for_its_error_rates(fake_run, patients, tmp_pa
     assert summary["adjusted_count"]["applied"] and summary["adjusted_count"]["why_not"] is None
     header = (out / "samples.csv").read_text().splitlines()[0].split(",")
     assert header == ["sample", "n_cells", "n_blasts", "blast_fraction", "ci_low", "ci_high",
-                      "above_threshold", "call", *ADJUSTED_COLUMNS]
+                      "above_threshold", "call", *ADJUSTED_COLUMNS, *DOMAIN_COLUMNS]
     for row in read_csv(out / "samples.csv"):  # every cell 0.6 >= 0.55: q = 1
         q = float(row["blast_fraction"])
         expected = adjusted_count(q, tpr, fpr)

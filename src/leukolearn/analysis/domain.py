@@ -203,6 +203,6 @@ def attach_domain_check(model, train_images: np.ndarray, held_images: np.ndarray
 
 
 def domain_check_of(model) -> DomainCheck | None:
-    """The check a model file carries, or None (a model made before 0.3, or without one)."""
+    """The check a model file carries, or None (made by an earlier version, or none could be fitted)."""
     stored = model.config.extra.get(DOMAIN_KEY)
     return None if stored is None else DomainCheck.from_dict(stored)

@@ -15,6 +15,7 @@ from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableO
 # Defaults from torch-free modules (predictor.py imports torch: not at the CLI's start)
 from leukolearn.model.onnx import DEFAULT_OPSET
 from leukolearn.predict.counts import CONFIDENCE, DIAGNOSTIC_THRESHOLD
+from leukolearn.predict.domain import OUTSIDE_NOTE
 
 THRESHOLD = "Threshold"
 SAMPLES = "Samples"
@@ -47,6 +48,10 @@ def predict(
     raw_count: bool = typer.Option(False, "--raw-count", help="Do not correct the blast fraction "
                                    "for the classifier's error rates (the adjusted count); the "
                                    "call is then on the raw count.", rich_help_panel=SAMPLES),
+    lab_calibrated: bool = typer.Option(False, "--lab-calibrated", help="The model was "
+                                        "calibrated (`calibrate --part all`) on labelled cells "
+                                        "of the lab these samples come from: call samples "
+                                        "outside the training domain too.", rich_help_panel=SAMPLES),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed in "
                                   "summary.json) instead of stopping at the first."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of a table."),
@@ -73,7 +78,7 @@ def predict(
     options = PredictOptions(size=size, threshold=threshold, target_sensitivity=target_sensitivity,
                              positive=split_csv(positive), diagnostic_threshold=diagnostic_threshold,
                              confidence=confidence, sample_col=sample_col, skip_bad=skip_bad,
-                             raw_count=raw_count)
+                             raw_count=raw_count, lab_calibrated=lab_calibrated)
     report = predict_samples(model, paths, options, progress=not as_json)
     report.write(out)
     if as_json:
@@ -119,6 +124,15 @@ def predict(
     for r in report.sample_results:
         if r.adjusted_note:
             console.print(f"{r.sample}: adjusted count undefined: {r.adjusted_note}")
+    outside = [r.sample for r in report.sample_results if r.domain == "outside"]
+    if outside:
+        verdict = ("called anyway (--lab-calibrated)" if lab_calibrated
+                   else "no call (withheld)")
+        console.print(f"[yellow]{len(outside)} sample(s) {OUTSIDE_NOTE}; {verdict}: "
+                      f"{', '.join(outside[:5])}{' ...' if len(outside) > 5 else ''}[/yellow]")
+    if any(r.domain == "unchecked" for r in report.sample_results):
+        console.print("domain check: none (the model was made by an earlier version of leukolearn); "
+                      "samples from another lab are not recognised")
     if report.skipped:
         console.print(f"[yellow]{len(report.skipped)} unreadable images skipped[/yellow]")
     console.print(f"{len(report.paths)} cells -> {out}")

@@ -185,6 +185,11 @@ class SampleResult:
     # Why the adjusted count is undefined although the rates are usable (see
     # `rates_contradicted`); "" otherwise.
     adjusted_note: str = ""
+    # The domain check (`predict.domain`): "inside" | "outside" | "unchecked"; the
+    # sample's median distance over the cell limit; its share of cells beyond that limit.
+    domain: str = "unchecked"
+    domain_distance_ratio: float = math.nan
+    domain_outside_share: float = math.nan
 
     def to_dict(self) -> dict:
         """For JSON: NaN (a sample without cells, no adjusted count) becomes None."""

@@ -29,26 +29,24 @@ columns, summary.json's `positive_classes` / `positive_name` and the printed tab
 """
 from __future__ import annotations
 
-from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from leukolearn.analysis.calibration import ReliabilityCurve
 from leukolearn.data.classes import positive_classes
 from leukolearn.data.decode import read_image
-from leukolearn.data.parallel_decode import default_workers, fitted_images
 from leukolearn.errors import BadFileError, LeukolearnError
 from leukolearn.files import write_csv, write_json
 from leukolearn.model.cnn import PaperCNN
 from leukolearn.model.weights import load_model
-from leukolearn.progress import progress_bar
 from leukolearn.predict.counts import (CONFIDENCE, DIAGNOSTIC_THRESHOLD, MIN_SEPARATION, ErrorRates, SampleResult, check_fraction, summarize_sample)
+from leukolearn.predict.domain import checks_of, sample_verdict, with_verdict
 from leukolearn.predict.samples import (collect_samples, read_sample_manifest)
 from leukolearn.predict.threshold import (ThresholdSetting, error_rates, is_run_dir, positive_name, recorded_positive, resolve_threshold, run_validation_predictions, stored_calibration)
-from leukolearn.training.loop import predict_proba
+from leukolearn.predict.batches import predict_with_domain
 
 MODEL_FILE = "model.safetensors"
 
@@ -138,73 +136,6 @@ def load_predictor(path: str | Path, *, size: int | None = None) -> Predictor:
     return Predictor([load_model(path)], path, "model")
 
 
-def predict_paths(model: PaperCNN | Sequence[PaperCNN], paths: list[Path], batch_size: int = 64,
-                  progress: bool = True, skip_bad: bool = False) -> np.ndarray:
-    """Class probabilities (N, n_classes) for image files, decoded and fitted like training
-    data; with several models, their mean. A file that cannot be decoded raises its
-    BadFileError, or with `skip_bad` gets a row of NaN.
-
-    Files are decoded on every CPU (`data.parallel_decode`), up to `_AHEAD_BATCHES`
-    batches ahead of the network, which runs on the current batch meanwhile at
-    `_network_threads` torch threads. The batches are those of a serial loop (batch_size
-    paths each, less the bad files), and the probabilities do not depend on torch's
-    threads (`training.loop.predict_proba`), so they are what a serial loop computes."""
-    models = [model] if isinstance(model, PaperCNN) else list(model)
-    size = models[0].config.input_size
-    n_classes = models[0].config.n_classes
-    out = np.full((len(paths), n_classes), np.nan, dtype=np.float32)
-    workers = default_workers()
-    ahead = max(4 * workers, min(_AHEAD_BATCHES * batch_size, _MAX_AHEAD))
-    # the bar is transient: an error stays one line
-    with progress_bar(enabled=progress) as bar, _torch_threads(_network_threads(workers)), \
-            closing(fitted_images(paths, size, workers=workers, in_flight=ahead)) as decoded:
-        task = bar.add_task("predicting cells", total=len(paths))
-        for start in range(0, len(paths), batch_size):
-            stop = min(start + batch_size, len(paths))
-            images, rows = [], []
-            for i, result in zip(range(start, stop), decoded):  # range first: zip takes no extra
-                if isinstance(result, BadFileError):
-                    if not skip_bad:
-                        raise result
-                    continue
-                images.append(result)
-                rows.append(i)
-            if images:
-                batch = np.stack(images)  # (B, H, W, 3) uint8
-                out[rows] = np.mean([predict_proba(m, batch, batch_size=batch_size)
-                                     for m in models], axis=0)
-            bar.advance(task, stop - start)
-    return out
-
-
-def _network_threads(cpus: int) -> int:
-    """Torch threads for the network while `cpus` threads decode: its share of the work.
-
-    Decoding a 360 x 363 JPEG and fitting it to 257 px takes about 4x the CPU of the
-    network on it (about 2.0 vs 0.45 ms), so the decode threads keep every CPU busy and the
-    network needs about a fifth of them: 1 thread up to 7 CPUs, 2 on 8, 3 on 16. More
-    would cost CPU at the kernels' barriers (on 2 cores: 2.61 CPU ms per cell at 1 thread,
-    2.68 at 2, measured end to end with benchmarks/bench_predict.py at load 4); fewer
-    would make the network the bottleneck on a large machine."""
-    return max(1, (cpus + 2) // 5)
-
-
-_AHEAD_BATCHES = 2  # decoded batches waiting for the network at most
-_MAX_AHEAD = 256  # images; bounds the memory a large --batch-size takes
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # ---- samples ----------------------------------------------------------------------------------
 @dataclass
 class PredictOptions:
@@ -218,6 +149,9 @@ class PredictOptions:
     batch_size: int = 64
     skip_bad: bool = False  # False: the first unreadable image stops with its name
     raw_count: bool = False  # True: no adjusted count, the call is on the raw count
+    # The error rates come from `calibrate` on labelled cells of the lab the samples are
+    # from: a sample outside the training domain still gets its call (predict.domain).
+    lab_calibrated: bool = False
 
     def __post_init__(self) -> None:
         # Before any work: a bad fraction would otherwise surface after every image was
@@ -322,13 +256,15 @@ class PredictionReport:
             cells.append([str(path), sample, pred, int(blast), s, *p])  # floats: 6 decimals
         samples_header = ["sample", "n_cells", "n_blasts", "blast_fraction", "ci_low", "ci_high",
                           "above_threshold", "call", "adjusted_fraction", "adjusted_ci_low",
-                          "adjusted_ci_high", "call_on", "adjusted_note"]
+                          "adjusted_ci_high", "call_on", "adjusted_note", "domain",
+                          "domain_distance_ratio", "domain_outside_share"]
         samples = []
         for r in self.sample_results:
             # floats: 4 decimals; a NaN (no adjusted count) empty, by write_csv's one rule
             samples.append([r.sample, r.n_cells, r.n_blasts, r.blast_fraction, r.ci_low,
                             r.ci_high, int(r.above_threshold), r.call, r.adjusted_fraction,
-                            r.adjusted_ci_low, r.adjusted_ci_high, r.call_on, r.adjusted_note])
+                            r.adjusted_ci_low, r.adjusted_ci_high, r.call_on, r.adjusted_note,
+                            r.domain, r.domain_distance_ratio, r.domain_outside_share])
         written = [write_csv(out_dir / "cells.csv", cells_header, cells, digits=6),
                    write_csv(out_dir / "samples.csv", samples_header, samples, digits=4),
                    write_json(out_dir / "summary.json", self.summary())]
@@ -361,13 +297,18 @@ def predict_samples(source: str | Path, inputs: Sequence[str | Path], options: P
     else:
         pairs = collect_samples(inputs)
     paths = [p for p, _ in pairs]
-    probs = predict_paths(predictor.models, paths, o.batch_size, progress, skip_bad=o.skip_bad)
+    checks = checks_of(predictor.models)
+    if o.lab_calibrated and stored_calibration(predictor.models[0]) is None:
+        raise LeukolearnError("--lab-calibrated: the model holds no calibration; run "
+                              "`leukolearn calibrate --part all` on this lab's labelled cells")
+    probs, dist = predict_with_domain(predictor.models, paths, checks, o.batch_size, progress,
+                                      skip_bad=o.skip_bad)
     bad = np.isnan(probs).any(axis=1)
     skipped = [(paths[i], _bad_reason(paths[i])) for i in np.flatnonzero(bad)]
     keep = ~bad
     paths = [p for p, k in zip(paths, keep) if k]
     samples = [s for (_, s), k in zip(pairs, keep) if k]
-    probs = probs[keep]
+    probs, dist = probs[keep], dist[keep]
     if not paths:
         raise LeukolearnError("no image could be read")
     score = probs[:, positive].sum(axis=1)
@@ -378,8 +319,10 @@ def predict_samples(source: str | Path, inputs: Sequence[str | Path], options: P
         rates, note = error_rates(predictor, positive, setting.value)
     order = list(dict.fromkeys(samples))
     sample_arr = np.array(samples, dtype=object)
-    results = [summarize_sample(s, is_blast[sample_arr == s], o.diagnostic_threshold, o.confidence,
-                                rates) for s in order]
+    results = [with_verdict(summarize_sample(s, is_blast[sample_arr == s], o.diagnostic_threshold,
+                                             o.confidence, rates),
+                            sample_verdict(checks, dist[sample_arr == s]),
+                            lab_calibrated=o.lab_calibrated) for s in order]
     return PredictionReport(predictor, o, paths, samples, probs, score, is_blast, positive,
                             setting, curve, results, skipped, rates, note)
 
