@@ -41,3 +41,23 @@ def test_oversampling_tops_up_small_classes_only():
     assert counts.tolist() == [100, 50, 50]
     # every original image is kept
     assert set(np.flatnonzero(labels == 2)) <= set(idx.tolist())
+
+
+def test_scale_and_colour_jitter_change_images_only_when_asked_and_keep_the_paper_draws():
+    import torch
+
+    from leukolearn.training.augment import apply_colour, colour_draws, random_affine
+
+    paper = random_affine(8, torch.Generator().manual_seed(1))
+    robust = random_affine(8, torch.Generator().manual_seed(1), scale_jitter=0.3)
+    # The same flips and angles: the zoom only rescales each matrix.
+    ratio = robust[:, :, :2] / paper[:, :, :2]
+    zoom = 1 / ratio[:, 0, 0]
+    assert torch.allclose(ratio, ratio[:, :1, :1].expand_as(ratio), atol=1e-5)
+    assert ((zoom >= 1 / 1.3 - 1e-6) & (zoom <= 1.3 + 1e-6)).all() and zoom.std() > 0.02
+    x = torch.rand(8, 3, 20, 20, generator=torch.Generator().manual_seed(2))
+    draws = colour_draws(8, torch.Generator().manual_seed(3), 0.2)
+    y = apply_colour(x, draws)
+    assert y.min() >= 0 and y.max() <= 1 and (y - x).abs().mean() > 0.01
+    neutral = torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0, 1.0]]).repeat(8, 1)
+    torch.testing.assert_close(apply_colour(x, neutral), x)

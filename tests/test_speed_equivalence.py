@@ -109,13 +109,15 @@ def test_fused_augmentation_samples_the_images_augment_batch_does(size):
     assert (out - ref[..., :crop, :crop]).abs().max() < 1e-4
 
 
-def test_both_training_paths_draw_the_same_random_numbers():
+@pytest.mark.parametrize("config", [TrainConfig(), TrainConfig(scale_jitter=0.3, colour_jitter=0.2)],
+                         ids=["paper", "scale-and-colour"])
+def test_both_training_paths_draw_the_same_random_numbers(config):
     images = to_tensor(make_binary(4, size=40, seed=3).images)
     batch = torch.tensor([1, 3, 4])
     g_fused, g_plain = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
-    a = _batch(images, batch, True, g_fused, fused=kernels.enabled())
+    a = _batch(images, batch, config, g_fused, fused=kernels.enabled())
     with kernels.disabled():
-        b = _batch(images, batch, True, g_plain, fused=False)
+        b = _batch(images, batch, config, g_plain, fused=False)
     assert (a - b[..., :a.shape[-2], :a.shape[-1]]).abs().max() < 1e-4
     assert torch.equal(g_fused.get_state(), g_plain.get_state())
 

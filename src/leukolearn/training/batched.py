@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 
-from leukolearn.training.augment import oversample_indices, random_affine
+from leukolearn.training.augment import (apply_colour, colour_draws, neutral_colour,
+                                         oversample_indices, random_affine)
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import ModelConfig, build_model
@@ -146,7 +147,7 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
         steps = max(math.ceil(len(m.train_pos) / bs) for m in group)
         totals = torch.zeros(len(group), dtype=torch.float64, device=device)
         for step in range(steps):
-            x, y, w = _train_batch(group, step, bs, images, config.augment, device)
+            x, y, w = _train_batch(group, step, bs, images, config, device)
             logits = forward(params, x)  # (K, bs, n_classes)
             ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
             ce = ce.view(len(group), bs) * w
@@ -185,7 +186,7 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
             for model, m in zip(models, members)]
 
 
-def _train_batch(group, step, bs, images, augment, device):
+def _train_batch(group, step, bs, images, config, device):
     """The step-th batch of every network, padded to bs rows: x (K, bs, 3, H, W) float,
     y (K, bs), w (K, bs) 1 for real rows, 0 for padding (and for a network whose epoch
     has ended: all zeros)."""
@@ -194,6 +195,8 @@ def _train_batch(group, step, bs, images, augment, device):
     y = torch.zeros(k, bs, dtype=torch.long, device=device)
     w = torch.zeros(k, bs, device=device)
     theta = torch.eye(2, 3).repeat(k, bs, 1, 1)  # identity for padding rows
+    colour = neutral_colour(k * bs).view(k, bs, -1)
+    augment = config.augment
     for row, m in enumerate(group):
         batch = m.order[step * bs:(step + 1) * bs]
         n = len(batch)
@@ -203,12 +206,16 @@ def _train_batch(group, step, bs, images, augment, device):
         pos[row, :n] = m.train_pos[b]
         y[row, :n] = m.y_train[b]
         w[row, :n] = 1
-        if augment:  # the same draws as loop._batch / augment_batch
-            theta[row, :n] = random_affine(n, m.generator)
+        if augment:  # the same draws, in the same order, as loop._batch
+            theta[row, :n] = random_affine(n, m.generator, config.scale_jitter)
+            if config.colour_jitter > 0:
+                colour[row, :n] = colour_draws(n, m.generator, config.colour_jitter)
     x = images[pos.flatten()].float() / 255
     if augment:
         grid = F.affine_grid(theta.flatten(0, 1).to(device), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if config.colour_jitter > 0:
+            x = apply_colour(x, colour.flatten(0, 1))
     return x.view(k, bs, *x.shape[1:]), y, w
 
 

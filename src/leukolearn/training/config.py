@@ -24,6 +24,14 @@ class TrainConfig:
     # A tiny ReLU network can die early (constant output; ~1 in 5 paper trainings here).
     # The paper's protocol keeps such a run; restarts > 0 re-initialises it instead.
     restarts: int = 0
+    # Beyond the paper (0: off, as in its presets; training.augment says what they do):
+    # zoom in [1/(1+s), 1+s], and colour changes of this strength, with the augmentation.
+    scale_jitter: float = 0.0
+    colour_jitter: float = 0.0
+    # A head start: the weights of another model file (its conv blocks, or all of it where
+    # the classes match) before training; `freeze_features` keeps the conv blocks fixed.
+    init_from: str | None = None
+    freeze_features: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("rmsprop", "adam"):
@@ -35,6 +43,12 @@ class TrainConfig:
             raise LeukolearnError("learning rate must be positive")
         if self.restarts < 0:
             raise LeukolearnError(f"restarts must be 0 or more, got {self.restarts}")
+        if not 0 <= self.scale_jitter <= 1:
+            raise LeukolearnError(f"scale jitter must be in [0, 1], got {self.scale_jitter}")
+        if not 0 <= self.colour_jitter <= 0.5:
+            raise LeukolearnError(f"colour jitter must be in [0, 0.5], got {self.colour_jitter}")
+        if self.freeze_features and not self.init_from:
+            raise LeukolearnError("freezing the conv blocks needs a model to start from (--init-from)")
 
     @classmethod
     def binary(cls, **overrides) -> "TrainConfig":

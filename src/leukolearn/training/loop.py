@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from leukolearn.model import kernels
-from leukolearn.training.augment import augment_batch, oversample_indices, random_affine
+from leukolearn.training.augment import (apply_colour, augment_batch, colour_draws,
+                                         oversample_indices, random_affine)
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import ModelConfig, PaperCNN, build_model
@@ -337,7 +338,7 @@ def _train_one_epoch(model, optimizer, x_train, y_train, config, generator, fuse
     total = torch.zeros((), dtype=torch.float64, device=x_train.device)
     for start in range(0, len(order), config.batch_size):
         batch = order[start:start + config.batch_size]
-        x = _batch(x_train, batch, config.augment, generator, fused)
+        x = _batch(x_train, batch, config, generator, fused)
         logits = model.forward_fused(x) if fused else model(x)
         loss = F.cross_entropy(logits, y_train[batch])
         optimizer.zero_grad(set_to_none=True)
@@ -347,19 +348,26 @@ def _train_one_epoch(model, optimizer, x_train, y_train, config, generator, fuse
     return total.item() / len(order)
 
 
-def _batch(x_train, batch, augment: bool, generator, fused: bool) -> torch.Tensor:
-    """Training images `batch` as float / 255, randomly flipped and rotated if `augment`.
+def _batch(x_train, batch, config: TrainConfig, generator, fused: bool) -> torch.Tensor:
+    """Training images `batch` as float / 255, randomly flipped and rotated (and zoomed,
+    recoloured: `training.augment`) if `config.augment`.
 
-    Both paths draw the same random numbers (`random_affine`) and sample the same images;
-    the fused one reads the uint8 images directly and skips the last row and column of an
-    odd-sized image, which no conv/pool block reads.
+    Both paths draw the same random numbers (`random_affine`, `colour_draws`) and sample
+    the same images; the fused one reads the uint8 images directly and skips the last row
+    and column of an odd-sized image, which no conv/pool block reads.
     """
-    if fused and augment:
+    if not config.augment:
+        return x_train[batch].float() / 255
+    if fused:
         size = x_train.shape[-1]
         crop = size - size % 2
-        return kernels.augment_uint8(x_train, batch, random_affine(len(batch), generator), crop)
-    x = x_train[batch].float() / 255
-    return augment_batch(x, generator) if augment else x
+        theta = random_affine(len(batch), generator, config.scale_jitter)
+        x = kernels.augment_uint8(x_train, batch, theta, crop)
+    else:
+        x = augment_batch(x_train[batch].float() / 255, generator, config.scale_jitter)
+    if config.colour_jitter > 0:
+        x = apply_colour(x, colour_draws(len(batch), generator, config.colour_jitter))
+    return x
 
 
 def _loss(model, x, y, fused: bool = False, batch_size: int = 128) -> float:
