@@ -83,6 +83,11 @@ CASES = {
     "adam-augment": Case("cells", _jobs,
                          TrainConfig(optimizer="adam", lr=1e-3, max_epochs=2, patience=5),
                          [2, 2, 2], [0, 0, 0], [False] * 3),
+    # Beyond the paper: zoom and colour changes drawn with the flips and angles
+    "adam-scale-colour": Case("cells", _jobs,
+                              TrainConfig(optimizer="adam", lr=1e-3, max_epochs=2, patience=5,
+                                          scale_jitter=0.25, colour_jitter=0.15),
+                              [2, 2, 2], [0, 0, 0], [False] * 3),
     # TrainConfig.multiclass: Adam lr 1e-4, augmentation, oversampling
     "multiclass-oversample": Case("multiclass_cells", _multiclass_jobs,
                                   TrainConfig.multiclass(max_epochs=3, patience=1,
