@@ -108,3 +108,23 @@ def test_predict_withholds_the_call_on_a_sample_from_another_stain(setting, tmp_
     with pytest.raises(LeukolearnError, match="holds no calibration"):
         predict_samples(tmp_path / "model.safetensors", [tmp_path / "samples"],
                         PredictOptions(threshold=0.5, lab_calibrated=True), progress=False)
+
+
+def test_evaluate_reports_whether_the_cells_lie_in_the_training_domain(setting):
+    from pathlib import Path
+
+    from leukolearn.data.cellimages import CellImages
+    from leukolearn.predict.evaluate import evaluate
+    from leukolearn.predict.predictor import Predictor
+
+    images, model, test = setting
+    predictor = Predictor([model], Path("model.safetensors"), "model")
+    labels = np.arange(len(test)) % 2
+    verdicts = {}
+    for name, batch in (("own", images[test]), ("other", recoloured(images[test]))):
+        cells = CellImages(batch, labels, ("other", "blast"),
+                           tuple(f"{name}{i}" for i in range(len(test))))
+        ev = evaluate(predictor, cells, threshold=0.5, n_resamples=100)
+        verdicts[name] = ev.domain.status
+        assert ev.domain_ratio.shape == (len(test),)
+    assert verdicts == {"own": "inside", "other": "outside"}

@@ -114,5 +114,10 @@ def summary_lines(ev) -> list[str]:
         lines.append(f"weighted F1 {ev.weighted_f1:.3f} ({pct} CI {ev.weighted_f1_ci[0]:.3f}-"
                      f"{ev.weighted_f1_ci[1]:.3f}); recall per class: " + ", ".join(
                          f"{c} {r.value:.2f} ({r.n})" for c, r in ev.recall.items()))
+    if ev.domain is not None and ev.domain.status != "unchecked":
+        d = ev.domain
+        lines.append(f"domain check: {d.status} the training domain (median distance "
+                     f"{d.distance_ratio:.2f}x the cell limit; {d.outside_share:.0%} of the cells "
+                     "beyond it)")
     lines.extend(f"note: {n}" for n in ev.notes)
     return lines

@@ -86,6 +86,19 @@ def _paper_multiclass() -> SweepConfig:
     return SweepConfig("multiclass", options, TrainConfig.multiclass(), "weighted_f1")
 
 
+# Stain- and scale-robust training for models meant for other labs' images: the paper's
+# protocols and settings, plus each training image zoomed by up to 1.25x either way (labs
+# crop and magnify differently; a 1.25x zoom flipped 8-25 % of the paper models' calls) and
+# its colour changed (brightness, contrast, saturation +-15 %, channel gains +-7.5 %: stains
+# differ in strength and tint). `training.augment` says how; the paper presets are left as
+# they are.
+ROBUST = dict(scale_jitter=0.25, colour_jitter=0.15)
+
+
+def _robust(paper: Callable[[], SweepConfig]) -> Callable[[], SweepConfig]:
+    return lambda: paper().with_train(**ROBUST)
+
+
 def _quick() -> SweepConfig:
     # The ALL split, but only 2 of its 10 folds, 3 sizes and short trainings.
     options = replace(default_options("all"), sizes=(10, 50, 100), run_folds=2, cap_sizes=True)
@@ -98,6 +111,12 @@ PRESETS: dict[str, tuple[str, Callable[[], SweepConfig]]] = {
                          _paper_aml_binary),
     "paper-multiclass": ("ALL-IDB2 cell types: 10 folds, 200 training images, weighted F1",
                          _paper_multiclass),
+    "robust-all-binary": ("paper-all-binary plus scale and colour augmentation, for other "
+                          "labs' images", _robust(_paper_all_binary)),
+    "robust-aml-binary": ("paper-aml-binary plus scale and colour augmentation",
+                          _robust(_paper_aml_binary)),
+    "robust-multiclass": ("paper-multiclass plus scale and colour augmentation",
+                          _robust(_paper_multiclass)),
     "quick": ("a few-minute look: 2 folds, sizes 10, 50, 100, at most 30 epochs", _quick),
 }
 

@@ -36,8 +36,9 @@ from leukolearn.data.cellimages import CellImages
 from leukolearn.data.classes import default_positive
 from leukolearn.errors import LeukolearnError
 from leukolearn.files import json_safe, write_csv, write_json
+from leukolearn.predict.domain import OUTSIDE_NOTE, SampleVerdict, cell_ratios, checks_of, sample_verdict
 from leukolearn.predict.threshold import ThresholdSetting, resolve_threshold
-from leukolearn.training.loop import predict_proba
+from leukolearn.training.loop import predict_with_hidden
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -83,6 +84,8 @@ class Evaluation:
     recall: dict[str, Rate] = field(default_factory=dict)  # multiclass: per model class
     not_in_model: dict[str, int] = field(default_factory=dict)  # multiclass: left out
     notes: list[str] = field(default_factory=list)
+    domain: SampleVerdict | None = None  # the cells as one sample (predict.domain)
+    domain_ratio: np.ndarray | None = None  # per cell: distance / the model's cell limit
     # Per cell, in the dataset's order.
     ids: Sequence[str] = ()
     classes: Sequence[str] = ()
@@ -108,6 +111,7 @@ class Evaluation:
             "weighted_f1": {"value": self.weighted_f1, "ci": list(self.weighted_f1_ci)},
             "recall_per_class": {k: r.to_dict() for k, r in self.recall.items()},
             "classes_not_in_model": self.not_in_model, "notes": self.notes,
+            "domain": self.domain and self.domain.to_dict(),
         })
 
     def write(self, out: str | Path) -> list[Path]:
@@ -120,9 +124,11 @@ class Evaluation:
         called = self.called
         paths = [write_json(out / EVALUATION_FILE, self.to_dict()),
                  write_csv(out / "cells.csv", ["image_id", "class", "positive", "score",
-                                               "called_positive", "predicted"],
+                                               "called_positive", "predicted", "domain_ratio"],
                            zip(self.ids, self.classes, self.is_positive.astype(int), self.score,
-                               called.astype(int), self.predicted), digits=6),
+                               called.astype(int), self.predicted,
+                               self.domain_ratio if self.domain_ratio is not None
+                               else [np.nan] * len(self.ids)), digits=6),
                  write_csv(out / "per_type.csv", ["class", "positive", "cells",
                                                   "called_positive", "rate", "ci_low", "ci_high"],
                            [(name, int(name in self.positive_data), r.n, r.k, r.value, r.low,
@@ -162,11 +168,23 @@ def evaluate(predictor, cells: CellImages, *, layout: str = "", positive: Sequen
     if cells.size != predictor.config.input_size:
         raise LeukolearnError(f"the cells are {cells.size} px, the model takes "
                               f"{predictor.config.input_size} px")
-    probs = np.mean([predict_proba(m, cells.images, batch_size=batch_size)
-                     for m in predictor.models], axis=0)
-    return evaluate_probabilities(probs, predictor, cells, layout=layout, positive=positive,
-                                  threshold=threshold, target_sensitivity=target_sensitivity,
-                                  confidence=confidence, n_resamples=n_resamples, seed=seed)
+    passes = [predict_with_hidden(m, cells.images, batch_size=batch_size)
+              for m in predictor.models]
+    probs = np.mean([p for p, _ in passes], axis=0)
+    ev = evaluate_probabilities(probs, predictor, cells, layout=layout, positive=positive,
+                                threshold=threshold, target_sensitivity=target_sensitivity,
+                                confidence=confidence, n_resamples=n_resamples, seed=seed)
+    checks = checks_of(predictor.models)
+    distances = np.column_stack([
+        c.distances(cells.images, h) if c is not None else np.full(len(cells.labels), np.nan)
+        for c, (_, h) in zip(checks, passes)])
+    ev.domain_ratio = cell_ratios(checks, distances)
+    ev.domain = sample_verdict(checks, distances)
+    if ev.domain.status == "outside":
+        ev.notes.append(f"these cells lie {OUTSIDE_NOTE.split(':')[0]} of the model "
+                        f"({ev.domain.outside_share:.0%} of them beyond its cell limit): "
+                        "`predict` withholds its call on samples like them")
+    return ev
 
 
 def evaluate_probabilities(probs: np.ndarray, predictor, cells: CellImages, *, layout: str = "",
