@@ -147,7 +147,7 @@ class ConstantRunner:
     """No training: a network named after the cells' classes, fixed test predictions."""
 
     def __call__(self, cells, job):
-        from leukolearn.experiments.sweep import JobOutcome
+        from leukolearn.experiments.outcome import JobOutcome
 
         labels = cells.labels[list(job.test_idx)]
         p = 0.3 + 0.4 * labels

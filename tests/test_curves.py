@@ -11,7 +11,7 @@ from leukolearn.analysis.curves import (fit_inverse_power_law, inverse_power_law
 from leukolearn.errors import LeukolearnError
 from leukolearn.experiments.protocol import ProtocolOptions
 from leukolearn.runstore.store import RunStore
-from leukolearn.experiments.sweep import JobOutcome
+from leukolearn.experiments.outcome import JobOutcome
 from helpers import fill_fake_run
 
 SIZES = np.array([10, 20, 40, 60, 80, 100, 150, 200])

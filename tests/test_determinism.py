@@ -21,7 +21,8 @@ from leukolearn.data.synthetic import make_binary
 from leukolearn.experiments import workers
 from leukolearn.experiments.presets import SweepConfig
 from leukolearn.experiments.protocol import ProtocolOptions
-from leukolearn.experiments.sweep import JobOutcome, TrainingRunner, sweep_dataset
+from leukolearn.experiments.outcome import JobOutcome
+from leukolearn.experiments.sweep import TrainingRunner, sweep_dataset
 from leukolearn.model import kernels
 from leukolearn.model.cnn import ModelConfig, build_model
 from leukolearn.runstore.store import RunStore

@@ -25,7 +25,8 @@ from leukolearn.model.cnn import ModelConfig, build_model
 from leukolearn.experiments.presets import SweepConfig
 from leukolearn.experiments.protocol import ProtocolOptions
 from leukolearn.runstore.store import RunStore
-from leukolearn.experiments.sweep import JobOutcome, sweep_dataset
+from leukolearn.experiments.outcome import JobOutcome
+from leukolearn.experiments.sweep import sweep_dataset
 from leukolearn.training.config import TrainConfig
 from leukolearn.training.loop import predict_proba
 

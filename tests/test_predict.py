@@ -21,7 +21,7 @@ from leukolearn.predict.predictor import load_predictor
 from leukolearn.predict.samples import collect_samples
 from leukolearn.experiments.protocol import ProtocolOptions
 from leukolearn.runstore.store import RunStore
-from leukolearn.experiments.sweep import JobOutcome
+from leukolearn.experiments.outcome import JobOutcome
 from helpers import fill_fake_run, run_cli as run
 
 SIZE = 190  # the smallest input the six conv/pool blocks take

@@ -22,7 +22,8 @@ from leukolearn.experiments.protocol import ProtocolOptions, make_plan
 from leukolearn.report import html as report_html
 from leukolearn.report.html import render_report, write_report
 from leukolearn.runstore.store import DatasetInfo, RunStore
-from leukolearn.experiments.sweep import JobOutcome, run_sweep
+from leukolearn.experiments.outcome import JobOutcome
+from leukolearn.experiments.sweep import run_sweep
 
 N_BOOT = 40  # the learning curve's bootstrap; 1000 (the default) takes most of a minute here
 

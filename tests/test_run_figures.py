@@ -6,7 +6,7 @@ from PIL import Image
 from leukolearn.cli import main
 from leukolearn.experiments.protocol import ProtocolOptions
 from leukolearn.report.run_figures import make_run_figures
-from leukolearn.experiments.sweep import JobOutcome
+from leukolearn.experiments.outcome import JobOutcome
 from helpers import fill_fake_run
 
 

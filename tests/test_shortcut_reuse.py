@@ -18,7 +18,8 @@ from leukolearn.experiments.presets import SweepConfig
 from leukolearn.experiments.protocol import ProtocolOptions
 from leukolearn.model.cnn import ModelConfig, build_model
 from leukolearn.runstore.store import RunStore
-from leukolearn.experiments.sweep import JobOutcome, sweep_dataset
+from leukolearn.experiments.outcome import JobOutcome
+from leukolearn.experiments.sweep import sweep_dataset
 from leukolearn.training.config import TrainConfig
 
 

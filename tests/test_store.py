@@ -14,7 +14,7 @@ from leukolearn.errors import LeukolearnError
 from leukolearn.experiments.protocol import ProtocolOptions, make_plan
 from leukolearn.runstore.store import DatasetInfo, RunStore
 from leukolearn.analysis.summary import summarize_store
-from leukolearn.experiments.sweep import JobOutcome
+from leukolearn.experiments.outcome import JobOutcome
 from leukolearn.model.cnn import ModelConfig, build_model
 from leukolearn.model.weights import load_model
 

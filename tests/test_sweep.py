@@ -21,7 +21,8 @@ from leukolearn.experiments.protocol import ProtocolOptions, make_plan
 from leukolearn.runstore.store import DatasetInfo, RunStore
 from leukolearn.analysis.summary import summarize, summarize_store
 from leukolearn.experiments import workers
-from leukolearn.experiments.sweep import JobOutcome, run_sweep, sweep_dataset
+from leukolearn.experiments.outcome import JobOutcome
+from leukolearn.experiments.sweep import run_sweep, sweep_dataset
 
 
 def tiny_cells(n=40, seed=0):

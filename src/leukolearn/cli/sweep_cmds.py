@@ -11,6 +11,7 @@ from leukolearn.cli import app, checks
 from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, NoDedupeOpt,
                                     PositiveOpt, RootArg, SizeOpt, parse_sizes,
                                     say_dropped_classes)
+from leukolearn.experiments.methods import DEFAULT_MODEL
 from leukolearn.experiments.presets import BATCH_MODELS, FALLBACK_PRESET, JOBS
 from leukolearn.files import to_json
 
@@ -26,6 +27,9 @@ def sweep(
     preset: Optional[str] = typer.Option(
         None, "--preset", help=f"{FALLBACK_PRESET} (default), paper-aml-binary (default for "
         "aml-lmu), paper-multiclass or quick. See `leukolearn presets`.", rich_help_panel=SWEEP),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="What to train: paper-cnn, or a "
+                              "baseline in the same folds (see `leukolearn models`).",
+                              rich_help_panel=SWEEP),
     folds: Optional[int] = typer.Option(None, "--folds", help="Cross-validation folds.", rich_help_panel=SWEEP),
     run_folds: Optional[int] = typer.Option(None, "--run-folds", help="Run only the first K folds.", rich_help_panel=SWEEP),
     sizes: Optional[str] = typer.Option(None, "--sizes", help="Training sizes: '10,20,50' or "
@@ -81,7 +85,8 @@ def sweep(
     config = sweep_config(dataset, preset, options=dict(
         folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes), test_size=test_size,
         val_size=val_size, seed=seed, replicates=replicates), train=dict(
-        max_epochs=max_epochs, patience=patience, init=init, device=device, restarts=restarts))
+        max_epochs=max_epochs, patience=patience, init=init, device=device, restarts=restarts),
+        model=model)
     checks.training(init=config.train.init, device=config.train.device)
     checks.workers(jobs, batch_models, executor, ray_address)
     checks.run_out(out)
@@ -135,6 +140,18 @@ def summary(
         typer.echo(result.to_json())
         return
     _print_table(result, run)
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """What `leukolearn sweep --model` can train: the paper's CNN and the baselines."""
+    from leukolearn.experiments.methods import MODELS
+
+    if as_json:
+        typer.echo(to_json({m.name: m.about for m in MODELS.values()}))
+        return
+    for m in MODELS.values():
+        typer.echo(f"{m.name:<20} {m.about}")
 
 
 @app.command()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from leukolearn.analysis.metrics import METRICS
 from leukolearn.errors import LeukolearnError
+from leukolearn.experiments.methods import DEFAULT_MODEL, check_model
 from leukolearn.experiments.protocol import PROTOCOLS, ProtocolOptions, default_options
 from leukolearn.training.config import TrainConfig
 
@@ -27,12 +28,15 @@ class SweepConfig:
     options: ProtocolOptions
     train: TrainConfig
     metric: str = "auc"  # "auc" (binary) | "weighted_f1" (multiclass)
+    # What is trained (experiments.methods.MODELS): the paper's CNN, or a baseline.
+    model: str = DEFAULT_MODEL
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise LeukolearnError(f"unknown protocol {self.protocol!r}; choose from {sorted(PROTOCOLS)}")
         if self.metric not in METRICS:
             raise LeukolearnError(f"unknown metric {self.metric!r}; choose from {METRICS}")
+        check_model(self.model)
 
     @property
     def multiclass(self) -> bool:
@@ -52,12 +56,14 @@ class SweepConfig:
 
     def to_dict(self) -> dict:
         return {"protocol": self.protocol, "options": self.options.to_dict(),
-                "train": self.train.to_dict(), "metric": self.metric}
+                "train": self.train.to_dict(), "metric": self.metric, "model": self.model}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SweepConfig":
+        # "model": runs made before baselines existed trained the paper's CNN.
         return cls(protocol=d["protocol"], options=ProtocolOptions.from_dict(d["options"]),
-                   train=TrainConfig.from_dict(d["train"]), metric=d["metric"])
+                   train=TrainConfig.from_dict(d["train"]), metric=d["metric"],
+                   model=d.get("model", DEFAULT_MODEL))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -138,12 +144,13 @@ def default_preset(dataset: str) -> str:
 
 def sweep_config(dataset: str, preset: str | None = None, *,
                  options: Mapping[str, Any] | None = None,
-                 train: Mapping[str, Any] | None = None) -> SweepConfig:
+                 train: Mapping[str, Any] | None = None, model: str | None = None) -> SweepConfig:
     """Preset `preset` (default: the layout's, `default_preset`) with protocol `options`
-    and `train` settings changed where given (None values are ignored): what `sweep` and
-    `shortcut` run."""
+    and `train` settings changed where given (None values are ignored), training `model`
+    (default the preset's): what `sweep` and `shortcut` run."""
     config = get_preset(preset or default_preset(dataset))
-    return config.with_options(**(options or {})).with_train(**(train or {}))
+    config = config.with_options(**(options or {})).with_train(**(train or {}))
+    return replace(config, model=model) if model is not None else config
 
 
 def task_positive(dataset: str, positive: str | Sequence[str] | None,

@@ -20,13 +20,15 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.progress import progress_bar
+from leukolearn.experiments.methods import DEFAULT_MODEL, runner_for
+from leukolearn.experiments.outcome import JobOutcome, Runner
 from leukolearn.experiments.protocol import Job, Plan, keep_classes, make_plan
 from leukolearn.experiments.workers import attempt, attempt_many, run_parallel
 from leukolearn.runstore.resume import HowItRan, ran_otherwise
@@ -35,32 +37,6 @@ from leukolearn.runstore.store import DatasetInfo, RunStore
 from leukolearn.analysis.metrics import METRICS  # the one list of metric names
 
 
-@dataclass
-class JobOutcome:
-    """What a runner returns for one job."""
-
-    metric: float  # AUC (binary) or weighted F1 on the fold's test set; NaN if undefined
-    best_epoch: int
-    epochs_run: int
-    seconds: float
-    degenerate: bool  # constant predictions on validation
-    test_probs: np.ndarray  # (n_test, n_classes), rows in job.test_idx order
-    history: list[dict]
-    model: Any = None  # a leukolearn model (PaperCNN), or None (then no weights file)
-    metric_name: str = "auc"
-    # Dead networks re-initialised before this one (TrainConfig.restarts): stored, so a
-    # summary can say which results needed them.
-    restarts: int = 0
-    # How it ran, stored with it (None: not known, e.g. a fake runner): whether the fused C
-    # kernels did the conv blocks, torch's intra-op threads of the training (the sums of a
-    # CPU training depend on it; fixed since training.loop.TRAINING_THREADS), and the
-    # device ("cpu", "cuda").
-    kernels: bool | None = None
-    threads: int | None = None
-    device: str | None = None
-
-
-Runner = Callable[[CellImages, Job], JobOutcome]
 
 
 class TrainingRunner:
@@ -254,7 +230,7 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
             f"({', '.join(cells.class_names[:6])}...); name the blast classes with --positive"
         )
     _check_class_counts(cells, config)
-    if runner is None:  # the network must fit the input size, or every job would fail
+    if runner is None and config.model == DEFAULT_MODEL:  # the network must fit the input size
         from leukolearn.model.cnn import ModelConfig
 
         ModelConfig(input_size=cells.size, n_classes=cells.n_classes, class_names=cells.class_names)
@@ -262,7 +238,7 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
     info = DatasetInfo.from_cells(cells, dataset_name, dataset_root, load_options=load_options,
                                   dropped_classes=dropped)
     if runner is None:
-        runner = TrainingRunner(config.train, config.metric)
+        runner = runner_for(config) or TrainingRunner(config.train, config.metric)
     with RunStore.create_or_resume(out, config=config, dataset=info, cells=cells) as store:
         return run_sweep(cells, plan, store, runner=runner, jobs=jobs, progress=progress,
                          max_jobs=max_jobs, batch_models=batch_models,

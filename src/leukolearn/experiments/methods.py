@@ -1,0 +1,105 @@
+"""The models a sweep can train (`sweep --model NAME`, `leukolearn models`): the paper's CNN
+and baselines, all through the same protocol, folds, run store, summary and figures.
+
+- "paper-cnn": the paper's 7,210-parameter CNN (`experiments.sweep.TrainingRunner`), with
+  the preset's training settings;
+- "handcrafted-logreg": colour, texture and shape features of the segmented cell, as the
+  ALL-IDB papers before deep learning built them, into a logistic regression
+  (`model.handcrafted`);
+- "background-logreg": the colour of the image border alone (no cell in it): the
+  batch-effect control as a method. Where it scores high, the data let a classifier
+  succeed without looking at the cell.
+
+A baseline trains on the job's training images only (it needs no validation set) and
+saves no weights file; its features are computed once per dataset in each process.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from leukolearn.data.cellimages import CellImages
+from leukolearn.errors import LeukolearnError
+from leukolearn.experiments.outcome import JobOutcome
+from leukolearn.experiments.protocol import Job
+
+DEFAULT_MODEL = "paper-cnn"
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    name: str
+    about: str
+    feature_set: str | None = None  # None: the CNN
+
+
+MODELS = {m.name: m for m in (
+    ModelKind("paper-cnn", "the paper's CNN (7,210 parameters), trained with the preset's settings"),
+    ModelKind("handcrafted-logreg", "colour histograms, GLCM and LBP texture, nucleus and cell "
+              "shape from the stain segmentation; logistic regression", "cell"),
+    ModelKind("background-logreg", "the colour of the image border only (no cell): the "
+              "batch-effect control as a method; logistic regression", "background"),
+)}
+
+
+def check_model(name: str) -> ModelKind:
+    if name not in MODELS:
+        raise LeukolearnError(f"unknown model {name!r}; choose from {', '.join(MODELS)} "
+                              "(`leukolearn models`)")
+    return MODELS[name]
+
+
+def runner_for(config: Any):
+    """The baseline runner that trains `config.model` (a SweepConfig) on one job; None for
+    the CNN, which `experiments.sweep.TrainingRunner` trains."""
+    kind = check_model(config.model)
+    if kind.feature_set is None:
+        return None  # the caller's TrainingRunner (experiments.sweep)
+    return FeatureRunner(kind.feature_set, config.metric)
+
+
+class FeatureRunner:
+    """A classifier on hand-crafted features, as a sweep runner (`experiments.sweep`)."""
+
+    def __init__(self, feature_set: str, metric: str = "auc"):
+        self.feature_set = feature_set
+        self.metric = metric
+
+    def __call__(self, cells: CellImages, job: Job):
+        from leukolearn.analysis.metrics import roc_auc, weighted_f1
+        from leukolearn.model.handcrafted import class_probabilities, make_classifier
+
+        start = time.perf_counter()
+        features = _features(cells, self.feature_set)
+        train, test = np.asarray(job.train_idx), np.asarray(job.test_idx)
+        y_train = cells.labels[train]
+        if len(np.unique(y_train)) < 2:  # one class only: its share, for every cell
+            probs = np.zeros((len(test), cells.n_classes))
+            probs[:, y_train[0]] = 1.0
+        else:
+            classifier = make_classifier(job.seed).fit(features[train], y_train)
+            probs = class_probabilities(classifier, features[test], cells.n_classes)
+        y = cells.labels[test]
+        metric = roc_auc(y, probs[:, 1]) if self.metric == "auc" else \
+            weighted_f1(y, probs.argmax(axis=1))
+        return JobOutcome(metric=float(metric), best_epoch=0, epochs_run=0,
+                          seconds=time.perf_counter() - start,
+                          degenerate=bool(np.ptp(probs, axis=0).max() == 0),
+                          test_probs=probs.astype(np.float32), history=[], model=None,
+                          metric_name=self.metric)
+
+
+_CACHE: dict[tuple[str, str], np.ndarray] = {}  # (fingerprint, feature set) -> features
+
+
+def _features(cells: CellImages, feature_set: str) -> np.ndarray:
+    from leukolearn.model.handcrafted import extract
+
+    key = (cells.fingerprint, feature_set)
+    if key not in _CACHE:
+        _CACHE.clear()  # one dataset at a time: a process sweeps one
+        _CACHE[key] = extract(cells.images, feature_set)
+    return _CACHE[key]
