@@ -96,3 +96,31 @@ def test_a_sweep_runs_a_baseline_through_the_protocol_and_store(cells, tmp_path,
     assert len(results) == 4 and all(r.weights is None for r in results)
     largest = max(r.size for r in results)
     assert np.mean([r.metric for r in results if r.size == largest]) > 0.8
+
+
+def test_compare_puts_methods_side_by_side_in_the_same_folds(cells, tmp_path, capsys):
+    import csv
+
+    from leukolearn.data.synthetic import write_image_folder
+
+    root = tmp_path / "cells"
+    write_image_folder(tinted(cells), root)
+    common = ["sweep", "folder", root, "--preset", "quick", "--folds", "3", "--run-folds", "2",
+              "--sizes", "10,20", "--size", SIZE, "--positive", "blast", "--keep-duplicates",
+              "--no-progress"]
+    for model, seed in (("handcrafted-logreg", 0), ("background-logreg", 0),
+                        ("background-logreg", 9)):
+        out = tmp_path / f"{model}-{seed}"
+        code, _, err = run_cli([*common, "--out", out, "--model", model, "--seed", seed], capsys)
+        assert code == 0, err
+    code, _, err = run_cli(["compare", tmp_path / "handcrafted-logreg-0",
+                            tmp_path / "background-logreg-0", "--labels", "cell,background",
+                            "--out", tmp_path / "cmp"], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "cmp" / "summary.csv").open()))
+    assert [(r["method"], r["size"]) for r in rows] == [
+        ("cell", "10"), ("cell", "20"), ("background", "10"), ("background", "20")]
+    assert (tmp_path / "cmp" / "methods_vs_size.png").stat().st_size > 1000
+    code, _, err = run_cli(["compare", tmp_path / "handcrafted-logreg-0",
+                            tmp_path / "background-logreg-9", "--out", tmp_path / "cmp2"], capsys)
+    assert code == 2 and "not the same folds" in err

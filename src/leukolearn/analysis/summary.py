@@ -108,3 +108,15 @@ def summarize_store(store: RunStore) -> Summary:
 
 def _stat(fn, values: np.ndarray) -> float:
     return float(fn(values)) if len(values) else math.nan
+
+
+def compare_csv(summaries: dict[str, Summary]) -> str:
+    """Several runs' summaries side by side, one line per method and size: the summary's
+    columns with a `method` column first (the methods in the same folds, e.g. the paper's
+    CNN and the baselines, `leukolearn compare`)."""
+    metrics = {s.metric_name for s in summaries.values()}
+    if len(metrics) > 1:
+        raise ValueError(f"the runs score different metrics: {sorted(metrics)}")
+    return csv_text(("method", "metric") + COLUMNS,
+                    [[name, s.metric_name] + [getattr(r, c) for c in COLUMNS]
+                     for name, s in summaries.items() for r in s.rows], digits=4)

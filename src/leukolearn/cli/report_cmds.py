@@ -63,3 +63,49 @@ def report(
     checks.out_file(report_path(run, out), "--out", default=out is None)
     path = write_report(run, out, target=target, n_boot=n_boot)
     typer.echo(str(path))
+
+
+@app.command()
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Run directories of the same protocol and folds "
+                                      "(e.g. one per --model or --preset)."),
+    out: Path = typer.Option(..., "--out", help="Folder for summary.csv and methods_vs_size."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated names of the "
+                                         "runs (default: their folder names)."),
+):
+    """Several methods side by side in the same folds: one summary table (a `method`
+    column, one row per method and size) and Fig 4a with every method."""
+    from leukolearn.analysis.metrics import chance_level, metric_label
+    from leukolearn.analysis.summary import compare_csv, summarize_store
+    from leukolearn.errors import LeukolearnError
+    from leukolearn.files import write_text
+    from leukolearn.report.analysis_figures import methods_figure
+    from leukolearn.report.style import save_figure
+    from leukolearn.runstore.store import RunStore
+
+    names = [p.resolve().name for p in runs] if labels is None else \
+        [n.strip() for n in labels.split(",")]
+    if len(names) != len(runs) or len(set(names)) != len(names):
+        raise LeukolearnError(f"--labels: give {len(runs)} distinct names, one per run")
+    checks.out_dir(out)
+    summaries, series, splits = {}, {}, {}
+    for name, run in zip(names, runs):
+        with RunStore.open(run) as store:
+            summaries[name] = summarize_store(store)
+            done = store.results()
+            series[name] = ([r.size for r in done], [r.metric for r in done])
+            splits[name] = {r.job_id: tuple(store.split(r.job_id)[2]) for r in done}
+    metrics = {s.metric_name for s in summaries.values()}
+    if len(metrics) > 1:
+        raise LeukolearnError(f"the runs score different metrics ({', '.join(sorted(metrics))})")
+    shared = set.intersection(*(set(s) for s in splits.values()))
+    if any(len({tuple(map(int, splits[n][j])) for n in names}) > 1 for j in shared):
+        raise LeukolearnError("the runs test the same job on different images: not the same "
+                              "folds (same dataset, protocol and --seed needed)")
+    metric = metrics.pop()
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "summary.csv", compare_csv(summaries))
+    written = save_figure(methods_figure(series, metric_name=metric_label(metric),
+                                         chance_level=chance_level(metric)), out, "methods_vs_size")
+    for path in [out / "summary.csv", *written]:
+        typer.echo(str(path))

@@ -1,7 +1,10 @@
-"""Figures of the analyses: the learning curve behind `plan`, the reliability diagram."""
+"""Figures of the analyses: the learning curve behind `plan`, the reliability diagram, and
+several methods side by side over training size (`leukolearn compare`)."""
 from __future__ import annotations
 
 import math
+
+from typing import Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -75,4 +78,34 @@ def reliability_diagram(curve: ReliabilityCurve, *, title: str | None = None,
         bottom.bar(centres, curve.counts, width=widths * 0.9, color=COLORS["fold"])
         bottom.set_xlabel(f"Predicted {positive} probability")
         bottom.set_ylabel("Cells")
+    return fig
+
+
+METHOD_COLORS = ("0.15", COLORS["ours"], "#009E73", COLORS["paper"], COLORS["val"], "#CC79A7",
+                 "#56B4E9", "#F0E442")
+
+
+def methods_figure(series: dict[str, tuple[Sequence[int], Sequence[float]]], *,
+                   metric_name: str, chance_level: float | None = None,
+                   title: str | None = None) -> Figure:
+    """Fig 4a with several methods side by side: per method the median over folds per
+    training size (line), the interquartile range (band) and every fold (dots);
+    `series`: method -> (size of each job, metric of each job)."""
+    from leukolearn.report.explain_figures import draw_spread, size_ticks
+
+    with mpl.rc_context(RC):
+        fig = new_figure(SINGLE_COLUMN_IN + 2.2, 3.0)
+        ax = fig.add_subplot()
+        if chance_level is not None:
+            ax.axhline(chance_level, ls="--", lw=1.0, color=COLORS["chance"], zorder=0)
+        for k, (name, (sizes, values)) in enumerate(series.items()):
+            draw_spread(ax, np.asarray(sizes), np.asarray(values, dtype=float),
+                        color=METHOD_COLORS[k % len(METHOD_COLORS)], label=name)
+        size_ticks(ax, [s for sizes, _ in series.values() for s in sizes])
+        ax.set_xlabel("Number of training images")
+        ax.set_ylabel(metric_name)
+        ax.grid(axis="y", lw=0.5, color="0.88")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        if title:
+            ax.set_title(title, fontsize=9)
     return fig

@@ -134,7 +134,7 @@ def draw_spread(ax, sizes: np.ndarray, values: np.ndarray, *, color, label: str,
         ax.scatter(sizes, values, s=6, color=color, alpha=0.45, lw=0)
 
 
-def _size_ticks(ax, sizes) -> None:
+def size_ticks(ax, sizes) -> None:
     """A tick at each training size when there are few (matplotlib would put one size
     among ticks 48, 49, 50 ...)."""
     xs = np.unique(np.asarray(sizes, float)[np.isfinite(np.asarray(sizes, float))])
@@ -168,7 +168,7 @@ def separation_figure(sizes: Sequence[int], silhouette: Sequence[float],
                 ax.scatter(np.asarray(sizes)[d], np.asarray(v)[d], marker="x", s=22,
                            color=COLORS["paper"], zorder=4, label="dead network")
         for ax in (ax1, ax2):
-            _size_ticks(ax, sizes)
+            size_ticks(ax, sizes)
             ax.set_xlabel("Number of training images")
             ax.grid(axis="y", lw=0.5, color="0.88")
         ax2.legend(loc="best")
@@ -193,7 +193,7 @@ def focus_figure(sizes: Sequence[int], shares: Mapping[str, Sequence[float]],
                 ax.axhline(float(np.nanmedian(areas[region])), color=color, ls=":", lw=1.0)
         if areas is not None:
             ax.plot([], [], ls=":", color="0.3", lw=1.0, label="share of pixels")
-        _size_ticks(ax, sizes)
+        size_ticks(ax, sizes)
         ax.set_ylim(0, 1)
         ax.set_xlabel("Number of training images")
         ax.set_ylabel("Share of positive relevance")
@@ -216,7 +216,7 @@ def shortcut_figure(variants: Mapping[str, tuple[Sequence[int], Sequence[float]]
             ax.axhline(chance_level, ls="--", lw=1.0, color=COLORS["chance"], zorder=0)
         for name, (sizes, values) in variants.items():
             draw_spread(ax, sizes, values, color=VARIANT_COLORS.get(name, "0.3"), label=name)
-        _size_ticks(ax, [s for sizes, _ in variants.values() for s in sizes])
+        size_ticks(ax, [s for sizes, _ in variants.values() for s in sizes])
         ax.set_xlabel("Number of training images")
         ax.set_ylabel(metric_name)
         ax.grid(axis="y", lw=0.5, color="0.88")
