@@ -2,6 +2,7 @@
 start one, wait, read its store without writing, compare two runs job by job."""
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -11,7 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
+from leukolearn.data.synthetic import make_binary, write_image_folder
 from leukolearn.runstore.store import RunStore
+
+
+def write_cells(root: Path) -> Path:
+    """24 synthetic 190 px cells (12 blasts, 12 others) as a class-folder dataset."""
+    write_image_folder(make_binary(12, size=190, seed=3), root)
+    return root
+
+
+def one_thread_env(cache: Path) -> dict:
+    """The environment of a sweep subprocess: one thread everywhere (training is then
+    bit-for-bit deterministic across processes), and a decode cache shared by the processes
+    of one test module."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "LEUKOLEARN_CACHE": str(cache)}
 
 
 def with_jobs(args, jobs):

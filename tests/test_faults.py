@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 
 from leukolearn.cli import main
-from leukolearn.data.synthetic import make_binary, write_image_folder
 from leukolearn.runstore.store import RunStore
-from sweep_processes import (assert_consistent, assert_same_results, done_rows,
+from sweep_processes import (one_thread_env, write_cells, assert_consistent, assert_same_results, done_rows,
                              interrupt_once_some_jobs_are_saved, snapshot, start, wait_for,
                              with_jobs)
 
@@ -42,16 +41,12 @@ N_KILLS = 20
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cells")
-    write_image_folder(make_binary(12, size=190, seed=3), root)
-    return root
+    return write_cells(tmp_path_factory.mktemp("cells"))
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """One thread everywhere, and a decode cache shared by this module's processes."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "LEUKOLEARN_CACHE": str(tmp_path_factory.mktemp("cache"))}
+    return one_thread_env(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.mark.slow

@@ -15,10 +15,9 @@ import time
 
 import pytest
 
-from leukolearn.data.synthetic import make_binary, write_image_folder
 from leukolearn.errors import LeukolearnError
 from helpers import run_cli
-from sweep_processes import (assert_consistent, assert_same_results, done_rows, snapshot,
+from sweep_processes import (one_thread_env, write_cells, assert_consistent, assert_same_results, done_rows, snapshot,
                              start, wait_for)
 
 if os.environ.get("CI") != "true":
@@ -33,15 +32,12 @@ N_JOBS = 18
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cells")
-    write_image_folder(make_binary(12, size=190, seed=3), root)
-    return root
+    return write_cells(tmp_path_factory.mktemp("cells"))
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "LEUKOLEARN_CACHE": str(tmp_path_factory.mktemp("cache"))}
+    return one_thread_env(tmp_path_factory.mktemp("cache"))
 
 
 def sweep(env, data, out, args) -> subprocess.CompletedProcess:
