@@ -88,10 +88,9 @@ class TrainingRunner:
                         device="cpu")
 
     def _outcome(self, cells: CellImages, job: Job, result: Any) -> JobOutcome:
+        from leukolearn.analysis.domain import attach_domain_check
         from leukolearn.analysis.metrics import roc_auc, weighted_f1
         from leukolearn.training.loop import predict_proba
-
-        from leukolearn.analysis.domain import attach_domain_check
 
         # Every job's model carries its domain check (analysis.domain), as `train`'s does.
         if result.model is not None:
