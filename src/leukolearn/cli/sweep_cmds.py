@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from leukolearn.cli import app, checks
+from leukolearn.cli.train_cmds import (FreezeFeaturesOpt, InitFromOpt, check_head_start,
+                                      checked_init_from)
 from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, NoDedupeOpt,
                                     PositiveOpt, RootArg, SizeOpt, parse_sizes,
                                     say_dropped_classes)
@@ -49,6 +51,8 @@ def sweep(
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: epochs without "
                                            "a better validation loss.", rich_help_panel=TRAINING),
     init: Optional[str] = typer.Option(None, "--init", help="'keras' (the paper) or 'torch'.", rich_help_panel=TRAINING),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help=InitFromOpt.help, rich_help_panel=TRAINING),
+    freeze_features: bool = typer.Option(False, "--freeze-features", help=FreezeFeaturesOpt.help, rich_help_panel=TRAINING),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto.", rich_help_panel=TRAINING),
     size: Optional[int] = SizeOpt,
     positive: Optional[str] = PositiveOpt,
@@ -82,10 +86,13 @@ def sweep(
 
     # Every option, and --out, before the data are read and the run directory is made:
     # a mistyped one must not leave a run that the corrected command refuses.
+    checks.training(init_from=init_from and str(init_from), freeze_features=freeze_features)
+    head = checked_init_from(init_from)  # read once here; its path absolute in config.json
     config = sweep_config(dataset, preset, options=dict(
         folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes), test_size=test_size,
         val_size=val_size, seed=seed, replicates=replicates), train=dict(
-        max_epochs=max_epochs, patience=patience, init=init, device=device, restarts=restarts),
+        max_epochs=max_epochs, patience=patience, init=init, device=device, restarts=restarts,
+        init_from=head and str(head.path), freeze_features=freeze_features or None),
         model=model)
     checks.training(init=config.train.init, device=config.train.device)
     checks.workers(jobs, batch_models, executor, ray_address)
@@ -94,6 +101,7 @@ def sweep(
                            label_table=label_table, dedupe=not keep_duplicates,
                            allow_outside_root=allow_outside_root, progress=not no_progress)
     say_dropped_classes(cells, config)
+    check_head_start(head, cells)  # its input size, before any job (each would fail on it)
     # dataset.json records how the images were loaded from cells.source, as from Python.
     report = sweep_dataset(cells, config, out, jobs=jobs, batch_models=batch_models,
                            progress=not no_progress, executor=executor,

@@ -48,6 +48,8 @@ from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import ModelConfig, build_model
 from leukolearn.training.config import TrainConfig
+from leukolearn.training.head_start import (HeadStart, apply_head_start, frozen_names,
+                                            load_head_start)
 from leukolearn.training.loop import (EarlyStopping, TrainResult, finish, resolve_device, to_tensor,
                                      train_with_restarts, training_threads)
 
@@ -70,10 +72,11 @@ def train_many(cells: CellImages, jobs: Sequence[BatchJob], config: TrainConfig,
         if len(train_idx) == 0 or len(val_idx) == 0:
             raise LeukolearnError("training and validation sets must not be empty")
     dev = device if isinstance(device, torch.device) else resolve_device(device or config.device)
+    head = load_head_start(config.init_from, config.freeze_features)  # as train_model: once
 
     def attempt(todo, seeds):  # the jobs still dead, trained together again
         return _train_once_many(cells, [(jobs[i][0], jobs[i][1], s) for i, s in zip(todo, seeds)],
-                                config, dev)
+                                config, dev, head)
 
     with training_threads(dev) as threads:  # as train_model: a fixed count on the CPU
         results = train_with_restarts([seed for _, _, seed in jobs], config.restarts, attempt)
@@ -99,7 +102,8 @@ class _Member:
 
 
 def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray, int]],
-                     config: TrainConfig, device: torch.device) -> list[TrainResult]:
+                     config: TrainConfig, device: torch.device,
+                     head: HeadStart | None = None) -> list[TrainResult]:
     model_config = ModelConfig(input_size=cells.size, n_classes=cells.n_classes,
                                class_names=cells.class_names)
     # Every image any job reads, once on the device (uint8); jobs index into it.
@@ -114,7 +118,8 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
         # The same draws, in the same order, as loop._train_once.
         rng = np.random.default_rng(seed)
         generator = torch.Generator().manual_seed(seed)
-        models.append(build_model(model_config, init=config.init, seed=seed))
+        models.append(apply_head_start(build_model(model_config, init=config.init, seed=seed),
+                                       head))
         if config.oversample_to:
             train_idx = train_idx[oversample_indices(cells.labels[train_idx],
                                                      config.oversample_to, rng)]
@@ -127,7 +132,8 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
             val_idx=val_idx, generator=generator, stopping=EarlyStopping(config.patience)))
 
     params, _ = stack_module_state(models)
-    params = {k: v.detach().to(device).requires_grad_() for k, v in params.items()}
+    frozen = frozen_names(head)  # freeze_features: no gradient, never stepped
+    params = {k: v.detach().to(device).requires_grad_(k not in frozen) for k, v in params.items()}
     base = copy.deepcopy(models[0]).to("meta")
 
     def one(p, x):
@@ -175,7 +181,8 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
             break
         if len(keep) < len(active):  # drop the early-stopped networks from the stack
             index = torch.tensor(keep, device=device)
-            params = {k: v.detach()[index].clone().requires_grad_() for k, v in params.items()}
+            params = {k: v.detach()[index].clone().requires_grad_(k not in frozen)
+                      for k, v in params.items()}
             optimizer.select(index)
             active = [active[row] for row in keep]
     total_seconds = time.perf_counter() - start
@@ -259,7 +266,7 @@ class _Optimizer:
         k = next(iter(params.values())).shape[0]
         device = next(iter(params.values())).device
         self.state = {n: [torch.zeros_like(p) for _ in range(1 if self.kind == "rmsprop" else 2)]
-                      for n, p in params.items()}
+                      for n, p in params.items() if p.requires_grad}  # not the frozen
         self.steps = torch.zeros(k, dtype=torch.float64, device=device)
 
     @torch.no_grad()
@@ -272,6 +279,8 @@ class _Optimizer:
             bc2_sqrt = torch.sqrt(1 - b2 ** t).float()
         for name, p in params.items():
             g = p.grad
+            if g is None:  # a frozen parameter (freeze_features): left as it is
+                continue
             shape = (-1,) + (1,) * (p.dim() - 1)
             m = mask.view(shape)
             if self.kind == "rmsprop":

@@ -39,6 +39,7 @@ from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import ModelConfig, PaperCNN, build_model
 from leukolearn.progress import progress_bar
 from leukolearn.training.config import TrainConfig
+from leukolearn.training.head_start import HeadStart, apply_head_start, load_head_start, trainable
 
 
 @dataclass
@@ -112,14 +113,17 @@ def train_model(
 
     A network that ends dead (constant predictions) is trained again from a new
     initialisation, up to `config.restarts` times; the result says how many it took.
+    `config.init_from`: every attempt starts from that model's weights (`head_start`).
     """
     train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise LeukolearnError("training and validation sets must not be empty")
 
+    head = load_head_start(config.init_from, config.freeze_features)  # read once, not per attempt
+
     def attempt(_, seeds):
         return [_train_once(cells, train_idx, val_idx, config, seed=seeds[0], progress=progress,
-                            on_epoch=on_epoch)]
+                            on_epoch=on_epoch, head=head)]
 
     with training_threads(resolve_device(config.device)) as threads:
         result = train_with_restarts([seed], config.restarts, attempt)[0]
@@ -129,7 +133,7 @@ def train_model(
 
 def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
                 config: TrainConfig, *, seed: int, progress: bool,
-                on_epoch: EpochCallback | None) -> TrainResult:
+                on_epoch: EpochCallback | None, head: HeadStart | None = None) -> TrainResult:
     """One training from the initialisation drawn from `seed` (see `train_model`)."""
     device = resolve_device(config.device)
     rng = np.random.default_rng(seed)
@@ -137,7 +141,7 @@ def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
     model_config = ModelConfig(
         input_size=cells.size, n_classes=cells.n_classes, class_names=cells.class_names
     )
-    model = build_model(model_config, init=config.init, seed=seed).to(device)
+    model = apply_head_start(build_model(model_config, init=config.init, seed=seed), head).to(device)
     optimizer = _make_optimizer(model, config)
 
     if config.oversample_to:
@@ -321,9 +325,10 @@ def _dense_layers_at_fixed_threads(model: PaperCNN, device: torch.device) -> Ite
 
 
 def _make_optimizer(model: PaperCNN, config: TrainConfig) -> torch.optim.Optimizer:
+    params = trainable(model)  # frozen conv blocks (freeze_features) are left out
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(model.parameters(), lr=config.lr, alpha=0.9, eps=1e-8)
-    return torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+        return torch.optim.RMSprop(params, lr=config.lr, alpha=0.9, eps=1e-8)
+    return torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 def _use_kernels(device: torch.device) -> bool:
