@@ -14,13 +14,44 @@ from leukolearn.files import to_json
 from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, MasksOpt,
                                     MulticlassOpt, NoDedupeOpt, PositiveOpt, RootArg, SizeOpt,
                                     load_cells)
-from leukolearn.experiments.single import SplitSizes
+from leukolearn.experiments.single import (MIN_PER_CLASS, PAPER_TEST, PAPER_VAL, VAL_SHARE,
+                                           SplitSizes)
 from leukolearn.training.config import TrainConfig
 
 TRAINING = "Training"
 SPLIT = "Split"
 
 # Every default is the config class's own (TrainConfig, SplitSizes): one default, one place.
+
+# `train` and `sweep` take these two (sweep_cmds imports them).
+InitFromOpt = typer.Option(None, "--init-from", help="Start from this model's weights (a "
+                           "model.safetensors, or a folder `train --out` wrote): its conv "
+                           "blocks and hidden layer, its classifier too where the classes "
+                           "are the same. The images must be of its input size.",
+                           rich_help_panel=TRAINING)
+FreezeFeaturesOpt = typer.Option(False, "--freeze-features", help="With --init-from: keep its "
+                                 "conv blocks fixed, train only the dense layers.",
+                                 rich_help_panel=TRAINING)
+
+
+def checked_init_from(path: Optional[Path]):
+    """--init-from read and checked before any work (a missing, foreign or damaged file is
+    one line naming it); the HeadStart (its path absolute, so that a resume from another
+    folder compares equal), or None."""
+    from leukolearn.training.head_start import load_head_start
+
+    return load_head_start(path) if path is not None else None
+
+
+def check_head_start(head, cells) -> None:
+    """--init-from against the images as loaded (their size), before a training or a sweep:
+    in a sweep every job would fail on it one by one."""
+    if head is not None:
+        from leukolearn.model.cnn import ModelConfig
+        from leukolearn.training.head_start import check_compatible
+
+        check_compatible(head, ModelConfig(input_size=cells.size, n_classes=cells.n_classes,
+                                           class_names=cells.class_names))
 
 
 @app.command()
@@ -29,15 +60,17 @@ def train(
     root: Path = RootArg,
     out: Path = typer.Option(..., "--out", help="Folder for model, history and test metrics."),
     train_size: int = typer.Option(SplitSizes.train, "--train-size", help="Training images.", rich_help_panel=SPLIT),
-    val_size: int = typer.Option(SplitSizes.val, "--val-size", help="Validation images (early stopping).", rich_help_panel=SPLIT),
-    test_size: int = typer.Option(SplitSizes.test, "--test-size", help="Test images.", rich_help_panel=SPLIT),
-    fold: int = typer.Option(0, "--fold", help="Which fold of the N / test-size folds is the test set.", rich_help_panel=SPLIT),
+    val_size: Optional[int] = typer.Option(SplitSizes.val, "--val-size", help=f"Validation images (early stopping). Default {PAPER_VAL}; more classes: at least {MIN_PER_CLASS} a class or {VAL_SHARE:.0%} of it, whichever is smaller.", rich_help_panel=SPLIT),
+    test_size: Optional[int] = typer.Option(SplitSizes.test, "--test-size", help=f"Test images. Default {PAPER_TEST}; more classes: at least {MIN_PER_CLASS} a class. Two classes: half from each (ALL-IDB2: the paper's fold).", rich_help_panel=SPLIT),
+    fold: int = typer.Option(0, "--fold", help="Which of the disjoint test sets of that size is the test set.", rich_help_panel=SPLIT),
     seed: int = typer.Option(0, "--seed", help="Seeds the split, the initialisation and the augmentation.", rich_help_panel=TRAINING),
     max_epochs: int = typer.Option(TrainConfig.max_epochs, "--max-epochs", rich_help_panel=TRAINING),
     patience: int = typer.Option(TrainConfig.patience, "--patience", help="Early stopping: epochs without a better validation loss.", rich_help_panel=TRAINING),
     init: str = typer.Option(TrainConfig.init, "--init", help="'keras' (Glorot, zero bias: the paper) or 'torch'.", rich_help_panel=TRAINING),
     restarts: int = typer.Option(TrainConfig.restarts, "--restarts", help="Re-initialise a network that died (constant predictions) up to N times; 0 keeps it, as the paper did.", rich_help_panel=TRAINING),
     no_augment: bool = typer.Option(False, "--no-augment", help="Switch off flips and rotations.", rich_help_panel=TRAINING),
+    init_from: Optional[Path] = InitFromOpt,
+    freeze_features: bool = FreezeFeaturesOpt,
     device: str = typer.Option(TrainConfig.device, "--device", help="cpu, cuda or auto.", rich_help_panel=TRAINING),
     size: Optional[int] = SizeOpt,
     positive: Optional[str] = PositiveOpt,
@@ -59,16 +92,20 @@ def train(
     # must never be lost to an output that cannot be written.
     split = SplitSizes(train_size, val_size, test_size)
     checks.training(max_epochs=max_epochs, patience=patience, init=init, device=device,
-                    restarts=restarts)
+                    restarts=restarts, init_from=init_from and str(init_from),
+                    freeze_features=freeze_features)
+    head = checked_init_from(init_from)
     checks.not_negative(seed, "--seed")
     checks.not_negative(fold, "--fold")
     checks.out_dir(out)
     cells = load_cells(dataset, root, size=size, positive=positive, multiclass=multiclass,
                        label_table=label_table, masks=masks, keep_duplicates=keep_duplicates,
                        allow_outside_root=allow_outside_root, progress=not as_json)
+    check_head_start(head, cells)
     config = default_train_config(cells, max_epochs=max_epochs, patience=patience, init=init,
                                   augment=not no_augment, device=device,
-                                  restarts=restarts)
+                                  restarts=restarts, init_from=head and str(head.path),
+                                  freeze_features=freeze_features)
     metrics = train_and_evaluate(cells, split, config, seed=seed, fold=fold, out_dir=out,
                                  progress=not as_json)
     _report_metrics(metrics, out, as_json)
@@ -114,10 +151,11 @@ def _report_metrics(metrics: dict, out: Path, as_json: bool) -> None:
     console = Console()
     from leukolearn.analysis.metrics import metric_label
 
-    headline = (f"test {metric_label('auc', capital=False)} {metrics['roc_auc']:.3f}"
-                if "roc_auc" in metrics
-                else f"test {metric_label('weighted_f1', capital=False)} "
-                     f"{metrics['weighted_f1']:.3f}")
+    key, name = ("roc_auc", "auc") if "roc_auc" in metrics else ("weighted_f1", "weighted_f1")
+    headline = f"test {metric_label(name, capital=False)} {metrics[key]:.3f}"
+    low, high = metrics.get(f"{key}_ci") or (None, None)
+    if low is not None and low == low:  # NaN: no resample had both classes
+        headline += f" (95% CI {low:.3f}-{high:.3f})"
     console.print(f"[bold]{headline}[/bold], accuracy {metrics['accuracy']:.3f} on "
                   f"{metrics['n_test']} test images; best epoch {metrics['best_epoch']} of "
                   f"{metrics['epochs_run']} ({metrics['seconds']:.0f} s)")
