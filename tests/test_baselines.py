@@ -124,3 +124,11 @@ def test_compare_puts_methods_side_by_side_in_the_same_folds(cells, tmp_path, ca
     code, _, err = run_cli(["compare", tmp_path / "handcrafted-logreg-0",
                             tmp_path / "background-logreg-9", "--out", tmp_path / "cmp2"], capsys)
     assert code == 2 and "not the same folds" in err
+
+
+def test_a_baseline_refuses_a_head_start():
+    from dataclasses import replace
+
+    config = get_preset("paper-all-binary")
+    with pytest.raises(LeukolearnError, match="--init-from"):
+        replace(config, model="handcrafted-logreg", train=replace(config.train, init_from="/m"))

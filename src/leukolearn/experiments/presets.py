@@ -36,7 +36,9 @@ class SweepConfig:
             raise LeukolearnError(f"unknown protocol {self.protocol!r}; choose from {sorted(PROTOCOLS)}")
         if self.metric not in METRICS:
             raise LeukolearnError(f"unknown metric {self.metric!r}; choose from {METRICS}")
-        check_model(self.model)
+        if check_model(self.model).feature_set is not None and self.train.init_from:
+            raise LeukolearnError(f"--init-from starts a network from another model's weights; "
+                                  f"the baseline {self.model!r} has none")
 
     @property
     def multiclass(self) -> bool:
