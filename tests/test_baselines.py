@@ -98,6 +98,7 @@ def test_a_sweep_runs_a_baseline_through_the_protocol_and_store(cells, tmp_path,
     assert np.mean([r.metric for r in results if r.size == largest]) > 0.8
 
 
+@pytest.mark.slow  # three sweeps through the CLI
 def test_compare_puts_methods_side_by_side_in_the_same_folds(cells, tmp_path, capsys):
     import csv
 
