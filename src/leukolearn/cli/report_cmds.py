@@ -73,8 +73,11 @@ def compare(
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated names of the "
                                          "runs (default: their folder names)."),
 ):
-    """Several methods side by side in the same folds: one summary table (a `method`
-    column, one row per method and size) and Fig 4a with every method."""
+    """Several runs (models, presets) side by side in the same folds: table and Fig 4a.
+
+    summary.csv holds the summary's columns and a `method` column, one row per run and
+    training size; methods_vs_size draws every run's median and spread per size.
+    """
     from leukolearn.analysis.metrics import chance_level, metric_label
     from leukolearn.analysis.summary import compare_csv, summarize_store
     from leukolearn.errors import LeukolearnError
