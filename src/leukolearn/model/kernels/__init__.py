@@ -21,46 +21,30 @@ PyTorch. Everything is deterministic for a given thread count.
 The C source (`fused.c` beside this file, package data) is compiled with the first C
 compiler that builds it, of `$CC`, `cc`, `gcc` and `clang`, into
 `<cache root>/kernels/<hash>.so` (see `leukolearn.data.cache.cache_root`), once per source,
-compiler, flags and CPU; about a second. It uses only vector extensions that GCC and clang
-both accept, so Apple clang gets the fast path too. When no compiler builds it, one warning
-says which were tried and why, and PyTorch's own layers run instead (same results, slower);
-they also run on other devices than the CPU and with `LEUKOLEARN_KERNELS=0` (no warning).
+compiler, flags and CPU; about a second (`leukolearn.native` builds and loads it). It uses
+only vector extensions that GCC and clang both accept, so Apple clang gets the fast path too.
+When no compiler builds it, one warning says which were tried and why, and PyTorch's own
+layers run instead (same results, slower); they also run on other devices than the CPU and
+with `LEUKOLEARN_KERNELS=0` (no warning).
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
-import importlib.resources
 import logging
-import os
-import platform
-import shlex
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from leukolearn.files import atomic_write
+from leukolearn.native import NativeLibrary
 
-# -march=native for GCC and clang on x86 and Linux arm64; -mcpu=native for Apple clang on
-# arm64, which refuses -march=native; plain -O3 for anything else.
-_FLAG_SETS = (["-O3", "-march=native"], ["-O3", "-mcpu=native"], ["-O3"])
 # -ffp-contract=fast is GCC's default in GNU C mode (so GCC builds exactly what it did
 # before the flag was spelled out); clang's default fuses a multiply-add only inside one
 # expression, so spelling it out lets clang fuse the same ones (its results then differ
 # from GCC's only where the two schedule the sums differently).
 _COMMON_FLAGS = ["-std=gnu11", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread"]
-_COMPILERS = ("cc", "gcc", "clang")  # tried in this order after $CC
 
 _log = logging.getLogger(__name__)
-_lib: ctypes.CDLL | None = None
-_tried = False
-_problem: str | None = None  # why the library is not loaded, once tried
-_compiler: str | None = None  # the command that built the loaded library
 _off = 0  # > 0 inside `disabled()`
 
 
@@ -72,14 +56,12 @@ def enabled() -> bool:
 def problem() -> str | None:
     """Why the kernels are not available in this process (None when they are); tries to
     build them first if that has not been tried yet."""
-    _library()
-    return _problem
+    return _native.problem()
 
 
 def compiler() -> str | None:
     """The compiler command that built the loaded library; None when none is loaded."""
-    _library()
-    return _compiler
+    return _native.compiler()
 
 
 @contextlib.contextmanager
@@ -195,107 +177,13 @@ def _threads() -> int:
 
 # ---- building and loading ---------------------------------------------------------------
 def _library() -> ctypes.CDLL | None:
-    global _lib, _tried, _problem, _compiler
-    if _tried:
-        return _lib
-    _tried = True
-    if os.environ.get("LEUKOLEARN_KERNELS", "1") == "0":
-        _problem = "turned off by LEUKOLEARN_KERNELS=0"
-        return None
-    try:
-        path, _compiler = _build()
-        _lib = _declare(ctypes.CDLL(str(path)))
-    except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
-        _lib, _compiler, _problem = None, None, str(exc)
-        # Once per process (`_tried`), and loud: the fallback is correct but several times
-        # slower, which is worth knowing before a sweep of hours.
-        _log.warning("leukolearn's fused C kernels are not available: %s. PyTorch's layers "
-                     "run instead (slower; equal up to float rounding). Install gcc or clang, "
-                     "or point $CC at a C compiler; LEUKOLEARN_KERNELS=0 turns them off "
-                     "without this warning.", exc)
-    return _lib
+    return _native.load()
 
 
-def _source() -> str:
-    return importlib.resources.files(__name__).joinpath("fused.c").read_text(encoding="utf-8")
-
-
-def _candidates() -> list[list[str]]:
-    """Compiler commands to try, in order: $CC (which may hold flags, e.g. "ccache gcc"),
-    then cc, gcc and clang, each once even where cc is gcc."""
-    names = [os.environ["CC"]] if os.environ.get("CC", "").strip() else []
-    names += _COMPILERS
-    out, seen = [], set()
-    for name in names:
-        words = shlex.split(name)
-        exe = shutil.which(words[0])
-        key = (os.path.realpath(exe) if exe else words[0], *words[1:])
-        if key not in seen:
-            seen.add(key)
-            out.append([exe or words[0], *words[1:]])
-    return out
-
-
-def _build() -> tuple[Path, str]:
-    """The compiled library for this source, compiler, flags and CPU, built if missing, and
-    the compiler command that built it. RuntimeError says what each compiler tried said."""
+def _folder():
     from leukolearn.data.cache import cache_root
 
-    source = _source()
-    folder = cache_root() / "kernels"
-    folder.mkdir(parents=True, exist_ok=True)
-    problems = []
-    for command in _candidates():
-        name = shlex.join(command)
-        if shutil.which(command[0]) is None:
-            problems.append(f"{name}: not found")
-            continue
-        last = ""
-        for flags in _FLAG_SETS:
-            tag = hashlib.blake2b("\0".join([source, *command, *flags, *_COMMON_FLAGS,
-                                             platform.machine(), _cpu_flags()]).encode(),
-                                  digest_size=10).hexdigest()
-            target = folder / f"leukolearn-{tag}.so"
-            if target.exists():
-                return target, name
-            with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                c_file = Path(tmp) / "fused.c"
-                c_file.write_text(source, encoding="utf-8")
-
-                def compile_to(so_file: Path) -> None:
-                    run = subprocess.run([*command, *flags, *_COMMON_FLAGS, "-o", str(so_file),
-                                          str(c_file), "-lm"], capture_output=True, text=True,
-                                         timeout=300)
-                    if run.returncode != 0:
-                        raise _CompileFailed(run)
-
-                try:
-                    # atomic, with a temporary name of its own: parallel workers may build it too
-                    atomic_write(target, compile_to)
-                    return target, name
-                except _CompileFailed as failed:
-                    run = failed.args[0]
-                except OSError as exc:
-                    last = exc.strerror or str(exc)
-                    break  # not runnable: no other flags will help
-                lines = [line for line in run.stderr.splitlines() if "error" in line.lower()]
-                last = (lines or run.stderr.strip().splitlines() or [f"exit {run.returncode}"])[0]
-        problems.append(f"{name} failed ({last.strip()})")
-    raise RuntimeError("no C compiler could build them: " + "; ".join(problems))
-
-
-class _CompileFailed(Exception):
-    """A compiler ran and refused (args[0]: its CompletedProcess): try the next flags."""
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
+    return cache_root() / "kernels"
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -309,3 +197,13 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     for fn in (lib.block_forward, lib.block_forward_u8, lib.block_backward, lib.augment_u8):
         fn.restype = None
     return lib
+
+
+_native = NativeLibrary(
+    __name__, "fused.c", folder=_folder, declare=_declare, switch="LEUKOLEARN_KERNELS",
+    log=_log, common_flags=_COMMON_FLAGS,
+    # Loud: the fallback is correct but several times slower, which is worth knowing before
+    # a sweep of hours.
+    warning="leukolearn's fused C kernels are not available: %s. PyTorch's layers run "
+            "instead (slower; equal up to float rounding). Install gcc or clang, or point "
+            "$CC at a C compiler; LEUKOLEARN_KERNELS=0 turns them off without this warning.")
