@@ -10,7 +10,7 @@ its threads), on the same files in the same run:
    the counts and cells.csv / samples.csv / summary.json, as `leukolearn predict` does.
 2. end to end, the baseline: a plain single-threaded loop someone would write: per batch
    of 64 files, Pillow decoding (`read_image` with simplejpeg switched off) and
-   `fit_to_square`, then the model's own nn.Module (`PaperCNN.forward`, PyTorch's layers,
+   `fit_to_square` with Pillow's resize (not the native one), then the model's own nn.Module (`PaperCNN.forward`, PyTorch's layers,
    no fused kernels; `bench_speed.plain_predict`) at torch.set_num_threads(1), then
    cells.csv written with the csv module.
    The two alternate (baseline, leukolearn, baseline, ...) after one untimed run of each
@@ -108,12 +108,18 @@ def run_leukolearn(model_file: Path, folder: Path, out: Path) -> np.ndarray:
 
 
 class pillow_only:
-    """`read_image` without the simplejpeg fast path, inside the block."""
+    """Inside the block, Pillow alone decodes and resizes: `read_image` without the
+    simplejpeg fast path and `fit_to_square` with Pillow's own resize, not the native one
+    (the same pixels, so the baseline computes what leukolearn computes, the plain way)."""
 
     def __enter__(self):
+        from leukolearn.data import fast_resize
+
         self.before = os.environ.get("LEUKOLEARN_SIMPLEJPEG")
         os.environ["LEUKOLEARN_SIMPLEJPEG"] = "0"
         decode._simplejpeg.cache_clear()
+        self.resize = decode.resize_bicubic
+        decode.resize_bicubic = fast_resize.pillow_resize
 
     def __exit__(self, *exc):
         if self.before is None:
@@ -121,6 +127,7 @@ class pillow_only:
         else:
             os.environ["LEUKOLEARN_SIMPLEJPEG"] = self.before
         decode._simplejpeg.cache_clear()
+        decode.resize_bicubic = self.resize
 
 
 def run_baseline(model, files: list[Path], out: Path) -> np.ndarray:
