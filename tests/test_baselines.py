@@ -133,3 +133,19 @@ def test_a_baseline_refuses_a_head_start():
     config = get_preset("paper-all-binary")
     with pytest.raises(LeukolearnError, match="--init-from"):
         replace(config, model="handcrafted-logreg", train=replace(config.train, init_from="/m"))
+
+
+def test_paired_keeps_per_size_only_the_jobs_every_run_with_that_size_finished():
+    from types import SimpleNamespace as R
+
+    from leukolearn.analysis.summary import paired_records
+
+    def rec(fold, size, status="done"):
+        return R(job_id=f"f{fold:02d}-n{size}-s0", fold=fold, size=size, status=status)
+
+    runs = {"cnn": [rec(0, 10), rec(1, 10), rec(2, 10, "failed"), rec(0, 197)],
+            "baseline": [rec(0, 10), rec(2, 10), rec(0, 197), rec(1, 197)],
+            "robust": [rec(0, 197), rec(1, 197)]}  # no size 10: does not restrict it
+    kept = {name: sorted(r.job_id for r in recs) for name, recs in paired_records(runs).items()}
+    assert kept == {"cnn": ["f00-n10-s0", "f00-n197-s0"], "baseline": ["f00-n10-s0", "f00-n197-s0"],
+                    "robust": ["f00-n197-s0"]}

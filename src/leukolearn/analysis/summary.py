@@ -120,3 +120,15 @@ def compare_csv(summaries: dict[str, Summary]) -> str:
     return csv_text(("method", "metric") + COLUMNS,
                     [[name, s.metric_name] + [getattr(r, c) for c in COLUMNS]
                      for name, s in summaries.items() for r in s.rows], digits=4)
+
+
+def paired_records(records: dict[str, list[JobRecord]]) -> dict[str, list[JobRecord]]:
+    """Each run's finished jobs, kept only where every run that has the job's training size
+    finished the same job (fold, size, replicate): per size, the methods are then scored
+    on exactly the same test sets, however far each run has got."""
+    done = {name: {r.job_id: r for r in recs if r.status == "done"} for name, recs in records.items()}
+    keep: set[str] = set()
+    for size in {r.size for recs in done.values() for r in recs.values()}:
+        have = [{j for j, r in recs.items() if r.size == size} for recs in done.values()]
+        keep |= set.intersection(*[h for h in have if h])
+    return {name: [r for j, r in recs.items() if j in keep] for name, recs in done.items()}

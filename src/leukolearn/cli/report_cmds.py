@@ -72,6 +72,8 @@ def compare(
     out: Path = typer.Option(..., "--out", help="Folder for summary.csv and methods_vs_size."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated names of the "
                                          "runs (default: their folder names)."),
+    paired: bool = typer.Option(False, "--paired", help="Per training size, only the folds "
+                                "every run with that size has finished (the same test sets)."),
 ):
     """Several runs (models, presets) side by side in the same folds: table and Fig 4a.
 
@@ -79,7 +81,7 @@ def compare(
     training size; methods_vs_size draws every run's median and spread per size.
     """
     from leukolearn.analysis.metrics import chance_level, metric_label
-    from leukolearn.analysis.summary import compare_csv, summarize_store
+    from leukolearn.analysis.summary import compare_csv, paired_records, summarize
     from leukolearn.errors import LeukolearnError
     from leukolearn.files import write_text
     from leukolearn.report.analysis_figures import methods_figure
@@ -91,13 +93,19 @@ def compare(
     if len(names) != len(runs) or len(set(names)) != len(names):
         raise LeukolearnError(f"--labels: give {len(runs)} distinct names, one per run")
     checks.out_dir(out)
-    summaries, series, splits = {}, {}, {}
+    records, splits, metric_names = {}, {}, {}
     for name, run in zip(names, runs):
         with RunStore.open(run) as store:
-            summaries[name] = summarize_store(store)
-            done = store.results()
-            series[name] = ([r.size for r in done], [r.metric for r in done])
-            splits[name] = {r.job_id: tuple(store.split(r.job_id)[2]) for r in done}
+            records[name] = store.results(include_failed=True)
+            splits[name] = {r.job_id: tuple(store.split(r.job_id)[2])
+                            for r in records[name] if r.status == "done"}
+            metric_names[name] = store.config_dict.get("metric")
+    if paired:
+        records = paired_records(records)
+    summaries = {name: summarize(recs, metric_names[name]) for name, recs in records.items()}
+    series = {name: ([r.size for r in recs if r.status == "done"],
+                     [r.metric for r in recs if r.status == "done"])
+              for name, recs in records.items()}
     metrics = {s.metric_name for s in summaries.values()}
     if len(metrics) > 1:
         raise LeukolearnError(f"the runs score different metrics ({', '.join(sorted(metrics))})")
