@@ -125,6 +125,9 @@ PRESETS: dict[str, tuple[str, Callable[[], SweepConfig]]] = {
                           _robust(_paper_aml_binary)),
     "robust-multiclass": ("paper-multiclass plus scale and colour augmentation",
                           _robust(_paper_multiclass)),
+    "robust-stain-all-binary": ("robust-all-binary plus Reinhard stain normalisation fitted "
+                                "on the training cells", lambda: _robust(_paper_all_binary)()
+                                .with_train(stain_norm="reinhard")),
     "quick": ("a few-minute look: 2 folds, sizes 10, 50, 100, at most 30 epochs", _quick),
 }
 

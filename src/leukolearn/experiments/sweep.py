@@ -218,6 +218,8 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
     """
     # Everything that can be refused is checked before the run directory is written.
     check_workers(jobs, batch_models, executor, ray_address)
+    if batch_models > 1 and getattr(config.train, "stain_norm", None):
+        raise LeukolearnError("--batch-models does not normalise stains; use --jobs")
     if cells.source is not None:
         dataset_name = dataset_name or cells.source.name
         dataset_root = dataset_root or cells.source.root

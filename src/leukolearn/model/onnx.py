@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from leukolearn.data.stain import STAIN_KEY
 from leukolearn.errors import LeukolearnError
 
 # torch is imported where used: the CLI reads DEFAULT_OPSET from here at its start, which
@@ -82,6 +83,10 @@ def export_onnx(model: PaperCNN, path: str | Path, *, opset: int = DEFAULT_OPSET
     from leukolearn.files import atomic_write, check_new_file, software_versions
 
     check_opset(opset)
+    if model.config.extra.get(STAIN_KEY):
+        raise LeukolearnError("this model normalises each image's stain before the network "
+                              "(data.stain); an ONNX file would leave that out and give other "
+                              "probabilities, so it is not exported")
     path = check_new_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     config = model.config

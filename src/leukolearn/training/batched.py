@@ -68,6 +68,8 @@ def train_many(cells: CellImages, jobs: Sequence[BatchJob], config: TrainConfig,
     jobs = [(np.asarray(t), np.asarray(v), int(s)) for t, v, s in jobs]
     if not jobs:
         return []
+    if config.stain_norm:  # each job would need its own normalised copy of its cells
+        raise LeukolearnError("training several networks at once does not normalise stains")
     for train_idx, val_idx, _ in jobs:
         if len(train_idx) == 0 or len(val_idx) == 0:
             raise LeukolearnError("training and validation sets must not be empty")

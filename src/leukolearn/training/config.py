@@ -32,6 +32,9 @@ class TrainConfig:
     # the classes match) before training; `freeze_features` keeps the conv blocks fixed.
     init_from: str | None = None
     freeze_features: bool = False
+    # Stain normalisation (data.stain): "reinhard", fitted on the training cells and stored
+    # with the model, which then applies it to every image it is given. None: off (the paper).
+    stain_norm: str | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("rmsprop", "adam"):
@@ -47,6 +50,8 @@ class TrainConfig:
             raise LeukolearnError(f"scale jitter must be in [0, 1], got {self.scale_jitter}")
         if not 0 <= self.colour_jitter <= 0.5:
             raise LeukolearnError(f"colour jitter must be in [0, 0.5], got {self.colour_jitter}")
+        if self.stain_norm not in (None, "reinhard"):
+            raise LeukolearnError(f"unknown stain normalisation {self.stain_norm!r}; use reinhard")
         if self.freeze_features and not self.init_from:
             raise LeukolearnError("freezing the conv blocks needs a model to start from (--init-from)")
 

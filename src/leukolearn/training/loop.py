@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from leukolearn.model import kernels
+from leukolearn.data.stain import STAIN_KEY, normalise, stain_normalised
 from leukolearn.training.augment import (apply_colour, augment_batch, colour_draws,
                                          oversample_indices, random_affine)
 from leukolearn.data.cellimages import CellImages
@@ -120,6 +121,9 @@ def train_model(
         raise LeukolearnError("training and validation sets must not be empty")
 
     head = load_head_start(config.init_from, config.freeze_features)  # read once, not per attempt
+    # Fitted on the training cells; the validation cells are normalised too (data.stain).
+    stain, cells, train_idx, val_idx = stain_normalised(config.stain_norm, cells, train_idx,
+                                                        val_idx)
 
     def attempt(_, seeds):
         return [_train_once(cells, train_idx, val_idx, config, seed=seeds[0], progress=progress,
@@ -128,7 +132,11 @@ def train_model(
     with training_threads(resolve_device(config.device)) as threads:
         result = train_with_restarts([seed], config.restarts, attempt)[0]
     result.threads = threads
+    if stain is not None:  # the model applies it to every image it is given from now on
+        result.model.config = replace(result.model.config,
+                                      extra={**result.model.config.extra, STAIN_KEY: stain})
     return result
+
 
 
 def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
@@ -269,18 +277,19 @@ def predict_proba(model: PaperCNN, images: np.ndarray, batch_size: int = 64) -> 
 
 def predict_with_hidden(model: PaperCNN, images: np.ndarray, batch_size: int = 64
                         ) -> tuple[np.ndarray, np.ndarray]:
-    """(class probabilities (N, n_classes), the 32-d hidden layer (N, hidden)) in one pass,
-    for the domain check (`analysis.domain`)."""
+    """(class probabilities (N, n_classes), the hidden layer (N, 32)), in one pass."""
     device = next(model.parameters()).device
     fused = _use_kernels(device)
+    stain = model.config.extra.get(STAIN_KEY)  # a model trained on normalised stains
     model.eval()
     probs, hidden = [], []
     with torch.inference_mode(), _dense_layers_at_fixed_threads(model, device):
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
+            if stain is not None:
+                chunk = normalise(chunk, stain)
             if fused and chunk.dtype == np.uint8:  # the first kernel reads (B, H, W, 3) as is
-                # A read-only chunk (a memory-mapped cache) is copied: torch warns on a
-                # non-writable array even where, as here, nothing writes to it.
+                # A read-only chunk (memory-mapped cache) is copied: torch warns otherwise.
                 chunk = np.ascontiguousarray(chunk) if chunk.flags.writeable else np.array(chunk)
                 h = model.embed_fused(torch.from_numpy(chunk))
             else:
