@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 def main(folder: str, out: str) -> None:
     rows = []
     for path in sorted(Path(folder).glob("*/evaluation.json")):
-        preset, fold, _, lab = path.parent.name.split("-", 3)
+        preset, fold, lab = re.fullmatch(r"(.+)-(f\d+)-on-(.+)", path.parent.name).groups()
         ev = json.loads(path.read_text())
         positive = set(ev["positive_dataset_classes"])
         per_type = ev["called_positive_per_type"]
