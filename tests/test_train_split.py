@@ -113,12 +113,12 @@ def test_the_test_metric_has_an_interval_that_holds_it():
     assert metrics["warnings"] == [] and metrics["test_class_counts"] == {"other": 30, "blast": 30}
     assert evaluate(cells, np.arange(60), probs, seed=0) == metrics  # seeded
     # the fast statistics are sklearn's
-    from leukolearn.experiments.single import _auc, _weighted_f1
+    from leukolearn.analysis.metrics import roc_auc_by_ranks, weighted_f1_by_counts
     from leukolearn.analysis.metrics import roc_auc, weighted_f1
 
-    assert _auc(cells.labels, score) == pytest.approx(metrics["roc_auc"], abs=1e-12)
+    assert roc_auc_by_ranks(cells.labels, score) == pytest.approx(metrics["roc_auc"], abs=1e-12)
     pred = probs.argmax(1)
-    assert _weighted_f1(cells.labels, pred, 2) == pytest.approx(weighted_f1(cells.labels, pred))
+    assert weighted_f1_by_counts(cells.labels, pred) == pytest.approx(weighted_f1(cells.labels, pred))
 
 
 def test_a_small_test_set_is_named_in_a_warning():

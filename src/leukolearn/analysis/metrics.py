@@ -78,6 +78,36 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return float(ci.low), float(ci.high)
 
 
+def roc_auc_by_ranks(y_true: np.ndarray, score: np.ndarray) -> float:
+    """`roc_auc`'s value by ranks (Mann-Whitney U, ties counted half), about 50x faster than
+    scikit-learn's: the statistic of a bootstrap's thousands of resamples. NaN with one
+    class; `y_true` 1 (or True) is positive."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(y_true) == 1
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if not n_pos or not n_neg:
+        return math.nan
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def weighted_f1_by_counts(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """`weighted_f1`'s value (scikit-learn's, zero_division 0) from the confusion counts,
+    for a bootstrap's resamples. Classes without true cells weigh nothing, so the classes
+    seen in the two arrays are enough."""
+    y, pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if not len(y):
+        return math.nan
+    n = int(max(y.max(), pred.max())) + 1
+    table = np.bincount(y * n + pred, minlength=n * n).reshape(n, n)
+    support, predicted, hits = table.sum(1), table.sum(0), np.diag(table)
+    denominator = support + predicted
+    f1 = np.divide(2 * hits, denominator, out=np.zeros(n), where=denominator > 0)
+    return float((f1 * support).sum() / support.sum())
+
+
 def stratified_bootstrap_ci(statistic: Callable[..., float], y: np.ndarray, *columns: np.ndarray,
                             n_resamples: int = 2000, confidence: float = 0.95,
                             seed: int = 0) -> tuple[float, float]:

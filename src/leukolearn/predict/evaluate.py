@@ -30,8 +30,8 @@ from typing import Sequence
 import numpy as np
 
 from leukolearn.analysis.calibration import ReliabilityCurve, reliability_curve
-from leukolearn.analysis.metrics import (roc_auc, stratified_bootstrap_ci, weighted_f1,
-                                         wilson_interval)
+from leukolearn.analysis.metrics import (roc_auc, roc_auc_by_ranks, stratified_bootstrap_ci,
+                                         weighted_f1, weighted_f1_by_counts, wilson_interval)
 from leukolearn.data.cellimages import CellImages
 from leukolearn.data.classes import default_positive
 from leukolearn.errors import LeukolearnError
@@ -234,7 +234,7 @@ def _binary_view(ev: Evaluation, predictor, cells: CellImages, probs: np.ndarray
     conf = ev.confidence
     if y.any() and (~y).any():
         ev.auc = roc_auc(y, ev.score)
-        ev.auc_ci = stratified_bootstrap_ci(roc_auc, y.astype(int), ev.score, **boot)
+        ev.auc_ci = stratified_bootstrap_ci(roc_auc_by_ranks, y.astype(int), ev.score, **boot)
         ev.reliability = reliability_curve(y, ev.score)
     if y.any():
         ev.sensitivity = Rate.of(int(called[y].sum()), int(y.sum()), conf)
@@ -263,7 +263,7 @@ def _multiclass_view(ev: Evaluation, cells: CellImages, probs: np.ndarray,
     y = np.array([index[c] for c in classes[known]])
     pred = probs[known].argmax(axis=1)
     ev.weighted_f1 = weighted_f1(y, pred)
-    ev.weighted_f1_ci = stratified_bootstrap_ci(weighted_f1, y, pred, **boot)
+    ev.weighted_f1_ci = stratified_bootstrap_ci(weighted_f1_by_counts, y, pred, **boot)
     for name, i in index.items():
         mine = y == i
         if mine.any():

@@ -46,8 +46,7 @@ def _roc(ax, ev) -> None:
                     label=f"threshold {ev.threshold.value:.3g}")
         ax.legend(loc="lower right", fontsize=7)
     else:
-        ax.text(0.5, 0.5, "no ROC: the cells hold\none class only", ha="center", va="center",
-                transform=ax.transAxes, color=COLORS["chance"])
+        _none(ax, "no ROC")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("False-positive rate")
@@ -64,13 +63,18 @@ def _reliability(ax, ev, positive: str) -> None:
                 color=COLORS["ours"], label=f"ECE {curve.ece:.3f}", clip_on=False)
         ax.legend(loc="upper left", fontsize=7)
     else:
-        ax.text(0.5, 0.5, "no calibration curve:\none class only", ha="center", va="center",
-                transform=ax.transAxes, color=COLORS["chance"])
+        _none(ax, "no calibration curve")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel(f"Predicted {positive} probability")
     ax.set_ylabel(f"Observed fraction of {positive}")
     ax.set_title("b  Reliability", loc="left")
+
+
+def _none(ax, what: str) -> None:
+    """The panel's note where its curve needs both classes and the cells hold one."""
+    ax.text(0.5, 0.5, f"{what}:\nthe cells hold one class only", ha="center", va="center",
+            transform=ax.transAxes, color=COLORS["chance"])
 
 
 def _per_type(ax, ev, positive: str) -> None:
