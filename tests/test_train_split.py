@@ -114,7 +114,7 @@ def test_the_test_metric_has_an_interval_that_holds_it():
     assert evaluate(cells, np.arange(60), probs, seed=0) == metrics  # seeded
     # the fast statistics are sklearn's
     from leukolearn.analysis.metrics import roc_auc_by_ranks, weighted_f1_by_counts
-    from leukolearn.analysis.metrics import roc_auc, weighted_f1
+    from leukolearn.analysis.metrics import weighted_f1
 
     assert roc_auc_by_ranks(cells.labels, score) == pytest.approx(metrics["roc_auc"], abs=1e-12)
     pred = probs.argmax(1)

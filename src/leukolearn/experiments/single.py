@@ -240,11 +240,12 @@ def train_and_evaluate(
     from leukolearn.training.loop import predict_proba, train_model
 
     check_writable_dir(out_dir)  # before the training: its result must have a place to go
-    head = load_head_start(config.init_from)  # a bad file fails before the split and training
+    # A bad file fails before the split and training; read once, for both.
+    head = load_head_start(config.init_from, config.freeze_features)
     job = default_split(cells, sizes, seed=seed, fold=fold)
     split = {"train": job.train_idx, "val": job.val_idx, "test": job.test_idx}
     result = train_model(cells, job.train_idx, job.val_idx, config, seed=job.seed,
-                                      progress=progress)
+                         progress=progress, head=head)
     # The domain check travels with the model (analysis.domain): fitted on its training
     # cells, scaled by its validation cells.
     attach_domain_check(result.model, cells.images[list(job.train_idx)],

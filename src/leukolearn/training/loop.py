@@ -109,18 +109,18 @@ def train_model(
     seed: int,
     progress: bool = False,
     on_epoch: EpochCallback | None = None,
+    head: HeadStart | None = None,
 ) -> TrainResult:
-    """Train a fresh network on cells[train_idx], early-stopped on cells[val_idx].
-
-    A network that ends dead (constant predictions) is trained again from a new
-    initialisation, up to `config.restarts` times; the result says how many it took.
-    `config.init_from`: every attempt starts from that model's weights (`head_start`).
-    """
+    """Train a fresh network on cells[train_idx], early-stopped on cells[val_idx]. A dead
+    network (constant predictions) is trained again from a new initialisation, up to
+    `config.restarts` times; the result says how many it took. `config.init_from`: every
+    attempt starts from that model's weights (`head_start`; `head`: that file, read)."""
     train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise LeukolearnError("training and validation sets must not be empty")
 
-    head = load_head_start(config.init_from, config.freeze_features)  # read once, not per attempt
+    if head is None:  # read once, not per attempt (a caller that read it passes it)
+        head = load_head_start(config.init_from, config.freeze_features)
     # Fitted on the training cells; the validation cells are normalised too (data.stain).
     stain, cells, train_idx, val_idx = stain_normalised(config.stain_norm, cells, train_idx,
                                                         val_idx)
