@@ -222,7 +222,14 @@ _CHECK = textwrap.dedent("""
     refs = torch.autograd.grad(ref, [x, w, b], torch.ones_like(ref))
     err = max(float((p - q).abs().max() / q.abs().max())
               for p, q in zip((out.detach(), *grads), (ref.detach(), *refs)))
-    print(kernels.enabled(), kernels.compiler(), err)
+    if kernels.enabled():  # the augmentation too (absolute: pixels lie in [0, 1])
+        from leukolearn.training.augment import augment_batch, random_affine
+        images = (torch.rand(4, 3, 45, 45, generator=g) * 255).to(torch.uint8)
+        index = torch.tensor([3, 0, 2, 2, 1])
+        aug = kernels.augment_uint8(images, index, random_affine(5, torch.Generator().manual_seed(1)), 44)
+        aug_ref = augment_batch(images[index].float() / 255, torch.Generator().manual_seed(1))
+        err = max(err, float((aug - aug_ref[..., :44, :44]).abs().max()))
+    print(kernels.enabled(), kernels.compiler(), err, sep="|")
 """)
 
 
@@ -232,7 +239,7 @@ def _check_in_subprocess(tmp_path, **env):
     run = subprocess.run([sys.executable, "-c", _CHECK], env=env, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    on, built_with, err = run.stdout.split()
+    on, built_with, err = run.stdout.strip().split("|")
     return on == "True", built_with, float(err), run.stderr
 
 
@@ -248,6 +255,19 @@ def test_the_kernels_build_with_gcc_and_with_clang(tmp_path, compiler):
     on, built_with, err, _ = _check_in_subprocess(tmp_path, CC=compiler)
     assert on and built_with == path
     assert err < 1e-5  # outputs and gradients as PyTorch's layers compute them, relative
+
+
+@pytest.mark.slow  # a fresh build per width, in a subprocess
+@pytest.mark.parametrize("defines", ["-DVW=4", "-DVW=8", "-DVW=16", "-DVW=8 -DOGH=4"])
+def test_the_kernels_compute_the_same_at_every_vector_width(tmp_path, defines):
+    # A build uses the CPU's widest vectors (16 floats with AVX-512, 8 with AVX2, 4 with
+    # SSE or NEON); a CPU runs only its own width, so each is forced here with -D: a lane
+    # count or shuffle that is wrong at one width shows on any x86 or arm64 machine.
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    on, built_with, err, stderr = _check_in_subprocess(tmp_path, CC=f"gcc {defines}")
+    assert on and built_with.endswith(f"gcc {defines}"), stderr
+    assert err < 1e-4  # outputs, gradients and the augmentation as PyTorch computes them
 
 
 def test_without_a_compiler_one_warning_says_so_and_pytorch_runs(tmp_path):

@@ -13,30 +13,70 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-#define CW 32 /* columns of conv output per chunk: two vectors */
+/* VW: float lanes per vector, the CPU's widest (AVX-512: 16, AVX2: 8, SSE / NEON: 4).
+   The kernels were first written for 16 lanes only; on an AVX2 CPU (no AVX-512: most
+   laptops, AMD before Zen 4) each 16-lane vector took two registers, the accumulators
+   no longer fitted in the 16 registers and spilled, and training ran 2.5x slower than
+   PyTorch's own layers (22.6 vs 12.5 ms per image-step on an AMD EPYC, benchmarks/README).
+   OGH: output channels whose accumulators one pass of the forward and weight-gradient
+   loops keeps in registers: 4 (16 vectors) where there are 32 registers (AVX-512, NEON),
+   2 where there are 16. Both may be forced with -D (the tests build every width). The
+   result depends on VW (the order of the partial sums), not on OGH. */
+#ifndef VW
+#if defined(__AVX512F__)
+#define VW 16
+#elif defined(__AVX__)
+#define VW 8
+#else
+#define VW 4
+#endif
+#endif
+#ifndef OGH
+#if VW == 16 || defined(__aarch64__)
+#define OGH 4
+#else
+#define OGH 2
+#endif
+#endif
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+#define CW (2 * VW) /* columns of conv output per chunk: two vectors */
 
-static inline v16 ld(const float *p) { v16 r; memcpy(&r, p, sizeof r); return r; }
-static inline void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
-static inline v16 sel(v16i m, v16 a, v16 b) { return (v16)(((v16i)a & m) | ((v16i)b & ~m)); }
-static inline float hsum(v16 v) { float s = 0.f; for (int k = 0; k < 16; k++) s += v[k]; return s; }
+static inline vf ld(const float *p) { vf r; memcpy(&r, p, sizeof r); return r; }
+static inline void st(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf sel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+static inline float hsum(vf v) { float s = 0.f; for (int k = 0; k < VW; k++) s += v[k]; return s; }
 
 #ifndef __has_builtin
 #define __has_builtin(x) 0
 #endif
 /* even / odd lanes of the 32 in (a, b): the two columns of each pooling window;
    LO / HI interleave a and b lane by lane back into 32 columns. */
-#if __has_builtin(__builtin_shufflevector)
-#define EVEN(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
-#define ODD(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
-#define LO(a, b) __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23)
-#define HI(a, b) __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31)
+#if VW == 16
+#define EVEN_IX 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define ODD_IX 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define LO_IX 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define HI_IX 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#elif VW == 8
+#define EVEN_IX 0, 2, 4, 6, 8, 10, 12, 14
+#define ODD_IX 1, 3, 5, 7, 9, 11, 13, 15
+#define LO_IX 0, 8, 1, 9, 2, 10, 3, 11
+#define HI_IX 4, 12, 5, 13, 6, 14, 7, 15
+#elif VW == 4
+#define EVEN_IX 0, 2, 4, 6
+#define ODD_IX 1, 3, 5, 7
+#define LO_IX 0, 4, 1, 5
+#define HI_IX 2, 6, 3, 7
 #else
-static const v16i EVEN_I = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-static const v16i ODD_I = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
-static const v16i LO_I = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-static const v16i HI_I = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+#error "VW must be 4, 8 or 16"
+#endif
+#if __has_builtin(__builtin_shufflevector)
+#define EVEN(a, b) __builtin_shufflevector(a, b, EVEN_IX)
+#define ODD(a, b) __builtin_shufflevector(a, b, ODD_IX)
+#define LO(a, b) __builtin_shufflevector(a, b, LO_IX)
+#define HI(a, b) __builtin_shufflevector(a, b, HI_IX)
+#else
+static const vi EVEN_I = {EVEN_IX}, ODD_I = {ODD_IX}, LO_I = {LO_IX}, HI_I = {HI_IX};
 #define EVEN(a, b) __builtin_shuffle(a, b, EVEN_I)
 #define ODD(a, b) __builtin_shuffle(a, b, ODD_I)
 #define LO(a, b) __builtin_shuffle(a, b, LO_I)
@@ -77,7 +117,7 @@ static void forward_images(const float *x, const uint8_t *xu8, long sb, long sc,
                            int b0, int b1, int C, int H, int W, const float *w,
                            const float *bias, int O, float *out, uint8_t *arg) {
     const int P = (H - 2) / 2, Q = (W - 2) / 2, nch = ceil_div(2 * Q, CW);
-    const int wb = nch * CW + 16;
+    const int wb = nch * CW + VW;
     float *xb = malloc(sizeof(float) * (size_t)C * H * wb);
     /* weights per group of 4 output channels: wp[((g * C + c) * 9 + kh * 3 + kw) * 4 + o] */
     float *wp = malloc(sizeof(float) * (size_t)O * C * 9);
@@ -88,44 +128,44 @@ static void forward_images(const float *x, const uint8_t *xu8, long sb, long sc,
     for (int b = b0; b < b1; b++) {
         if (xu8) pad_image_u8(xu8 + b * sb, sc, sh, sw, C, H, W, wb, xb);
         else pad_image(x + b * sb, sc, sh, C, H, W, wb, xb);
-        for (int og = 0; og < O; og += 4)
+        for (int og = 0; og < O; og += OGH)
             for (int i = 0; i < P; i++)
                 for (int ch = 0; ch < nch; ch++) {
                     const int j0 = ch * CW;
-                    v16 acc[4][2][2];
-                    for (int o = 0; o < 4; o++)
+                    vf acc[OGH][2][2];
+                    for (int o = 0; o < OGH; o++)
                         for (int r = 0; r < 2; r++)
-                            acc[o][r][0] = acc[o][r][1] = (v16){} + bias[og + o];
+                            acc[o][r][0] = acc[o][r][1] = (vf){} + bias[og + o];
                     for (int c = 0; c < C; c++) {
                         const float *row = xb + ((long)c * H + 2 * i) * wb + j0;
-                        const float *wc = wp + ((og / 4) * C + c) * 36;
+                        const float *wc = wp + ((og / 4) * C + c) * 36 + og % 4;
 #pragma GCC unroll 3
                         for (int kh = 0; kh < 3; kh++)
 #pragma GCC unroll 3
                             for (int kw = 0; kw < 3; kw++) {
                                 const float *r0 = row + kh * wb + kw, *r1 = r0 + wb;
-                                const v16 a0 = ld(r0), a1 = ld(r0 + 16), b0 = ld(r1), b1 = ld(r1 + 16);
+                                const vf a0 = ld(r0), a1 = ld(r0 + VW), b0 = ld(r1), b1 = ld(r1 + VW);
 #pragma GCC unroll 4
-                                for (int o = 0; o < 4; o++) {
+                                for (int o = 0; o < OGH; o++) {
                                     const float wv = wc[(kh * 3 + kw) * 4 + o];
                                     acc[o][0][0] += wv * a0; acc[o][0][1] += wv * a1;
                                     acc[o][1][0] += wv * b0; acc[o][1][1] += wv * b1;
                                 }
                             }
                     }
-                    const int nj = Q - ch * 16 < 16 ? Q - ch * 16 : 16;
-                    for (int o = 0; o < 4; o++) {
-                        const v16 p0 = EVEN(acc[o][0][0], acc[o][0][1]);
-                        const v16 p1 = ODD(acc[o][0][0], acc[o][0][1]);
-                        const v16 p2 = EVEN(acc[o][1][0], acc[o][1][1]);
-                        const v16 p3 = ODD(acc[o][1][0], acc[o][1][1]);
-                        v16 m = p0; v16i k = (v16i){};
-                        v16i g;
+                    const int nj = Q - ch * VW < VW ? Q - ch * VW : VW;
+                    for (int o = 0; o < OGH; o++) {
+                        const vf p0 = EVEN(acc[o][0][0], acc[o][0][1]);
+                        const vf p1 = ODD(acc[o][0][0], acc[o][0][1]);
+                        const vf p2 = EVEN(acc[o][1][0], acc[o][1][1]);
+                        const vf p3 = ODD(acc[o][1][0], acc[o][1][1]);
+                        vf m = p0; vi k = (vi){};
+                        vi g;
                         g = (p1 > m) | (p1 != p1); m = sel(g, p1, m); k = (k & ~g) | (g & 1);
                         g = (p2 > m) | (p2 != p2); m = sel(g, p2, m); k = (k & ~g) | (g & 2);
                         g = (p3 > m) | (p3 != p3); m = sel(g, p3, m); k = (k & ~g) | (g & 3);
-                        m = sel(m < 0.f, (v16){}, m);
-                        const long base = (((long)b * O + og + o) * P + i) * Q + ch * 16;
+                        m = sel(m < 0.f, (vf){}, m);
+                        const long base = (((long)b * O + og + o) * P + i) * Q + ch * VW;
                         for (int v = 0; v < nj; v++) out[base + v] = m[v];
                         if (arg) for (int v = 0; v < nj; v++) arg[base + v] = (uint8_t)k[v];
                     }
@@ -144,8 +184,8 @@ static void gx_row(const float *const *rows, const float *wq, int O, int C, int 
                    int nchx, float *gxr, long plane) {
     for (int cg = 0; cg < C; cg += 4)
         for (int ch = 0; ch < nchx; ch++) {
-            v16 acc[4][2];
-            for (int c = 0; c < 4; c++) acc[c][0] = acc[c][1] = (v16){};
+            vf acc[4][2];
+            for (int c = 0; c < 4; c++) acc[c][0] = acc[c][1] = (vf){};
             for (int o = 0; o < O; o++) {
                 const float *wo = wq + ((cg / 4) * O + o) * 36;
 #pragma GCC unroll 3
@@ -153,7 +193,7 @@ static void gx_row(const float *const *rows, const float *wq, int O, int C, int 
                     const float *gr = rows[o * 3 + kh] + ch * CW;
 #pragma GCC unroll 3
                     for (int kw = 0; kw < 3; kw++) {
-                        const v16 a = ld(gr - kw), bq = ld(gr - kw + 16);
+                        const vf a = ld(gr - kw), bq = ld(gr - kw + VW);
 #pragma GCC unroll 4
                         for (int c = 0; c < 4; c++) {
                             const float wv = wo[(kh * 3 + kw) * 4 + c];
@@ -165,7 +205,7 @@ static void gx_row(const float *const *rows, const float *wq, int O, int C, int 
             const int n = W - ch * CW < CW ? W - ch * CW : CW;
             for (int c = 0; c < 4; c++) {
                 float tmp[CW];
-                st(tmp, acc[c][0]); st(tmp + 16, acc[c][1]);
+                st(tmp, acc[c][0]); st(tmp + VW, acc[c][1]);
                 float *d = gxr + (cg + c) * plane + ch * CW;
                 for (int v = 0; v < n; v++) d[v] = ch * CW + v < valid ? tmp[v] : 0.f;
             }
@@ -181,13 +221,13 @@ static void gx_row(const float *const *rows, const float *wq, int O, int C, int 
 static void backward_images(const float *x, long sb, long sc, long sh, int b0, int b1, int C,
                             int H, int W, const float *w, int O, const float *out,
                             const uint8_t *arg, const float *gout, long gsb, long gsc, long gsh,
-                            v16 *lanes, v16 *blanes, float *gx) {
+                            vf *lanes, vf *blanes, float *gx) {
     const int P = (H - 2) / 2, Q = (W - 2) / 2, nch = ceil_div(2 * Q, CW);
-    const int wb = nch * CW + 16;                 /* padded input row */
+    const int wb = nch * CW + VW;                 /* padded input row */
     const int nchx = ceil_div(2 * Q + 2, CW);     /* chunks of an input-gradient row */
-    const int qpad = ceil_div(Q, 16) * 16;
+    const int qpad = ceil_div(Q, VW) * VW;
     const int span = nchx * CW > 2 * qpad ? nchx * CW : 2 * qpad;
-    const int gwid = span + 4 + 16;               /* gradient row: 2 zero columns on the left */
+    const int gwid = span + 4 + VW;               /* gradient row: 2 zero columns on the left */
     float *xb = malloc(sizeof(float) * (size_t)C * H * wb);
     float *G = calloc((size_t)O * 4 * gwid, sizeof(float));  /* ring: row y in slot y % 4 */
     float *Z = calloc(gwid, sizeof(float));                   /* a row of zeros */
@@ -213,40 +253,40 @@ static void backward_images(const float *x, long sb, long sc, long sh, int b0, i
                 memcpy(kq, arg + base, Q);
                 float *g0 = G + ((long)o * 4 + (2 * i) % 4) * gwid + 2;
                 float *g1 = G + ((long)o * 4 + (2 * i + 1) % 4) * gwid + 2;
-                for (int j = 0; j < qpad; j += 16) {
-                    v16 gv = ld(gq + j), yv = ld(yq + j);
-                    v16i kv;
-                    for (int v = 0; v < 16; v++) kv[v] = kq[j + v];
-                    gv = sel(yv <= 0.f, (v16){}, gv);
+                for (int j = 0; j < qpad; j += VW) {
+                    vf gv = ld(gq + j), yv = ld(yq + j);
+                    vi kv;
+                    for (int v = 0; v < VW; v++) kv[v] = kq[j + v];
+                    gv = sel(yv <= 0.f, (vf){}, gv);
                     blanes[o] += gv;
-                    const v16 e0 = sel(kv == 0, gv, (v16){}), e1 = sel(kv == 1, gv, (v16){});
-                    const v16 e2 = sel(kv == 2, gv, (v16){}), e3 = sel(kv == 3, gv, (v16){});
+                    const vf e0 = sel(kv == 0, gv, (vf){}), e1 = sel(kv == 1, gv, (vf){});
+                    const vf e2 = sel(kv == 2, gv, (vf){}), e3 = sel(kv == 3, gv, (vf){});
                     st(g0 + 2 * j, LO(e0, e1));
-                    st(g0 + 2 * j + 16, HI(e0, e1));
+                    st(g0 + 2 * j + VW, HI(e0, e1));
                     st(g1 + 2 * j, LO(e2, e3));
-                    st(g1 + 2 * j + 16, HI(e2, e3));
+                    st(g1 + 2 * j + VW, HI(e2, e3));
                 }
             }
             /* 2. weight gradient from these two rows */
             for (int r = 0; r < 2; r++) {
                 const int y = 2 * i + r;
-                for (int og = 0; og < O; og += 4) {
-                    const float *gr[4];
-                    for (int o = 0; o < 4; o++) gr[o] = G + ((long)(og + o) * 4 + y % 4) * gwid + 2;
+                for (int og = 0; og < O; og += OGH) {
+                    const float *gr[OGH];
+                    for (int o = 0; o < OGH; o++) gr[o] = G + ((long)(og + o) * 4 + y % 4) * gwid + 2;
                     for (int c = 0; c < C; c++)
                         for (int kh = 0; kh < 3; kh++) {
                             const float *xr = xb + ((long)c * H + y + kh) * wb;
-                            v16 acc[4][3];
-                            for (int o = 0; o < 4; o++) acc[o][0] = acc[o][1] = acc[o][2] = (v16){};
-                            for (int j = 0; j < nch * CW; j += 16) {
-                                const v16 x0 = ld(xr + j), x1 = ld(xr + j + 1), x2 = ld(xr + j + 2);
+                            vf acc[OGH][3];
+                            for (int o = 0; o < OGH; o++) acc[o][0] = acc[o][1] = acc[o][2] = (vf){};
+                            for (int j = 0; j < nch * CW; j += VW) {
+                                const vf x0 = ld(xr + j), x1 = ld(xr + j + 1), x2 = ld(xr + j + 2);
 #pragma GCC unroll 4
-                                for (int o = 0; o < 4; o++) {
-                                    const v16 gv = ld(gr[o] + j);
+                                for (int o = 0; o < OGH; o++) {
+                                    const vf gv = ld(gr[o] + j);
                                     acc[o][0] += gv * x0; acc[o][1] += gv * x1; acc[o][2] += gv * x2;
                                 }
                             }
-                            for (int o = 0; o < 4; o++)
+                            for (int o = 0; o < OGH; o++)
                                 for (int kw = 0; kw < 3; kw++)
                                     lanes[(((og + o) * C + c) * 3 + kh) * 3 + kw] += acc[o][kw];
                         }
@@ -279,16 +319,23 @@ static void backward_images(const float *x, long sb, long sc, long sh, int b0, i
     free(xb); free(G); free(Z); free(gq); free(yq); free(kq); free(rows); free(wq);
 }
 
-#ifdef __AVX512F__
+#if VW == 16 && defined(__AVX512F__)
 #include <immintrin.h>
-static inline v16 gather(const float *p, v16i o) {
+static inline vf gather(const float *p, vi o) {
     __m512i oi; memcpy(&oi, &o, 64);
     __m512 r = _mm512_i32gather_ps(oi, p, 4);
-    v16 out; memcpy(&out, &r, 64); return out;
+    vf out; memcpy(&out, &r, 64); return out;
+}
+#elif VW == 8 && defined(__AVX2__)
+#include <immintrin.h>
+static inline vf gather(const float *p, vi o) {
+    __m256i oi; memcpy(&oi, &o, 32);
+    __m256 r = _mm256_i32gather_ps(p, oi, 4);
+    vf out; memcpy(&out, &r, 32); return out;
 }
 #else
-static inline v16 gather(const float *p, v16i o) {
-    v16 r; for (int v = 0; v < 16; v++) r[v] = p[o[v]]; return r;
+static inline vf gather(const float *p, vi o) {
+    vf r; for (int v = 0; v < VW; v++) r[v] = p[o[v]]; return r;
 }
 #endif
 
@@ -302,7 +349,8 @@ static void augment_images(const uint8_t *src, long sn, long sc, long sh, const 
     float lut[256];
     for (int v = 0; v < 256; v++) lut[v] = (float)v / 255.f;
     float *plane = malloc(sizeof(float) * (size_t)C * H * W);
-    const v16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    vf lane;
+    for (int v = 0; v < VW; v++) lane[v] = (float)v;
     for (int b = b0; b < b1; b++) {
         const float *t = theta + 6 * b;
         const uint8_t *s = src + idx[b] * sn;
@@ -315,25 +363,25 @@ static void augment_images(const uint8_t *src, long sn, long sc, long sh, const 
         for (int i = 0; i < OH; i++) {
             const float yn = (float)(2 * i + 1 - H) / (float)H;
             const float cx = t[1] * yn + t[2], cy = t[4] * yn + t[5];
-            for (int j = 0; j < OW; j += 16) {
-                const v16 xn = ((lane + (float)j) * 2.f + (float)(1 - W)) / (float)W;
-                const v16 gx = t[0] * xn + cx, gy = t[3] * xn + cy;
-                v16 ix = ((gx + 1.f) * (float)W - 1.f) * 0.5f, iy = ((gy + 1.f) * (float)H - 1.f) * 0.5f;
-                ix = sel(ix < 0.f, (v16){}, ix); ix = sel(ix > (float)(W - 1), (v16){} + (float)(W - 1), ix);
-                iy = sel(iy < 0.f, (v16){}, iy); iy = sel(iy > (float)(H - 1), (v16){} + (float)(H - 1), iy);
-                const v16i x0 = __builtin_convertvector(ix, v16i), y0 = __builtin_convertvector(iy, v16i);
-                const v16 fx0 = __builtin_convertvector(x0, v16), fy0 = __builtin_convertvector(y0, v16);
-                const v16i dx = -(x0 + 1 < W), dy = -(y0 + 1 < H) * W;
-                const v16i o00 = y0 * W + x0, o01 = o00 + dx, o10 = o00 + dy, o11 = o10 + dx;
-                const v16 ax = fx0 + 1.f - ix, bx = ix - fx0, ay = fy0 + 1.f - iy, by = iy - fy0;
-                const v16 nw = ax * ay, ne = bx * ay, sw = ax * by, se = bx * by;
-                const int n = OW - j < 16 ? OW - j : 16;
+            for (int j = 0; j < OW; j += VW) {
+                const vf xn = ((lane + (float)j) * 2.f + (float)(1 - W)) / (float)W;
+                const vf gx = t[0] * xn + cx, gy = t[3] * xn + cy;
+                vf ix = ((gx + 1.f) * (float)W - 1.f) * 0.5f, iy = ((gy + 1.f) * (float)H - 1.f) * 0.5f;
+                ix = sel(ix < 0.f, (vf){}, ix); ix = sel(ix > (float)(W - 1), (vf){} + (float)(W - 1), ix);
+                iy = sel(iy < 0.f, (vf){}, iy); iy = sel(iy > (float)(H - 1), (vf){} + (float)(H - 1), iy);
+                const vi x0 = __builtin_convertvector(ix, vi), y0 = __builtin_convertvector(iy, vi);
+                const vf fx0 = __builtin_convertvector(x0, vf), fy0 = __builtin_convertvector(y0, vf);
+                const vi dx = -(x0 + 1 < W), dy = -(y0 + 1 < H) * W;
+                const vi o00 = y0 * W + x0, o01 = o00 + dx, o10 = o00 + dy, o11 = o10 + dx;
+                const vf ax = fx0 + 1.f - ix, bx = ix - fx0, ay = fy0 + 1.f - iy, by = iy - fy0;
+                const vf nw = ax * ay, ne = bx * ay, sw = ax * by, se = bx * by;
+                const int n = OW - j < VW ? OW - j : VW;
                 for (int c = 0; c < C; c++) {
                     const float *p = plane + (long)c * H * W;
-                    const v16 r = gather(p, o00) * nw + gather(p, o01) * ne + gather(p, o10) * sw
+                    const vf r = gather(p, o00) * nw + gather(p, o01) * ne + gather(p, o10) * sw
                                   + gather(p, o11) * se;
                     float *d = dst + (((long)b * C + c) * OH + i) * OW + j;
-                    if (n == 16) st(d, r); else for (int v = 0; v < n; v++) d[v] = r[v];
+                    if (n == VW) st(d, r); else for (int v = 0; v < n; v++) d[v] = r[v];
                 }
             }
         }
@@ -348,7 +396,7 @@ typedef struct {
     const float *w, *bias; int O;
     float *out; uint8_t *arg;                                           /* forward */
     const float *yout; const uint8_t *yarg; const float *gout; long gsb, gsc, gsh;
-    v16 *lanes; size_t nl; float *gx;                                   /* backward */
+    vf *lanes; size_t nl; float *gx;                                   /* backward */
     const uint8_t *src; const int64_t *idx; const float *theta; int OH, OW; float *dst;
 } Task;
 
@@ -421,8 +469,10 @@ void block_backward(const float *x, long sb, long sc, long sh, int B, int C, int
                     float *gx, int threads) {
     const int n = split_count(threads, B);
     const size_t nl = (size_t)O * C * 9 + O;
-    v16 *lanes = aligned_alloc(64, sizeof(v16) * nl * n);
-    memset(lanes, 0, sizeof(v16) * nl * n);
+    /* aligned_alloc wants a size that is a multiple of the alignment (macOS enforces it) */
+    const size_t bytes = (sizeof(vf) * nl * n + 63) / 64 * 64;
+    vf *lanes = aligned_alloc(64, bytes);
+    memset(lanes, 0, bytes);
     const Task base = {.kind = 1, .x = x, .sb = sb, .sc = sc, .sh = sh, .C = C, .H = H, .W = W,
                        .w = w, .O = O, .yout = out, .yarg = arg, .gout = gout, .gsb = gsb,
                        .gsc = gsc, .gsh = gsh, .lanes = lanes, .nl = nl, .gx = gx};
