@@ -28,7 +28,8 @@ def sweep(
     out: Path = typer.Option(..., "--out", help="Run directory. Give an existing one to resume it."),
     preset: Optional[str] = typer.Option(
         None, "--preset", help=f"{FALLBACK_PRESET} (default), paper-aml-binary (default for "
-        "aml-lmu), paper-multiclass or quick. See `leukolearn presets`.", rich_help_panel=SWEEP),
+        "aml-lmu), paper-multiclass, the robust-* presets or quick. See `leukolearn presets`.",
+        rich_help_panel=SWEEP),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="What to train: paper-cnn, or a "
                               "baseline in the same folds (see `leukolearn models`).",
                               rich_help_panel=SWEEP),
@@ -67,7 +68,7 @@ def sweep(
     executor: str = typer.Option("local", "--executor", help="local: worker processes on this "
                                  "machine. ray: Ray tasks, on a local Ray of --jobs CPUs or on "
                                  "the cluster of --ray-address (pip install "
-                                 "\"leukolearn[ray]\").", rich_help_panel=RUNNING),
+                                 "\"leukolearn\\[ray]\").", rich_help_panel=RUNNING),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A running Ray "
                                               "cluster, e.g. ray://head:10001 (with --executor "
                                               "ray; every node needs leukolearn installed).",
