@@ -141,7 +141,7 @@ def test_paired_keeps_per_size_only_the_jobs_every_run_with_that_size_finished()
     from leukolearn.analysis.summary import paired_records
 
     def rec(fold, size, status="done"):
-        return R(job_id=f"f{fold:02d}-n{size}-s0", fold=fold, size=size, status=status)
+        return R(job_id=f"f{fold:02d}-n{size}-s0", fold=fold, size=size, replicate=0, status=status)
 
     runs = {"cnn": [rec(0, 10), rec(1, 10), rec(2, 10, "failed"), rec(0, 197)],
             "baseline": [rec(0, 10), rec(2, 10), rec(0, 197), rec(1, 197)],

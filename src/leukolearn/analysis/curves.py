@@ -331,10 +331,12 @@ def _quantiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
 def plan_from_store(run: str | Path, target: float, *, without_dead: bool = False,
                     **kwargs) -> LearningCurvePlan:
     """`plan_annotation` on a run directory's finished jobs (test metric per fold and size)."""
+    from leukolearn.analysis.ensemble import scored_run
     from leukolearn.runstore.store import RunStore
 
     with RunStore.open(run) as store:
-        sizes, _folds, values, name = metric_table(store.results(), without_dead=without_dead)
+        sizes, _folds, values, name = metric_table(scored_run(store).results(),
+                                                   without_dead=without_dead)
     return plan_annotation(sizes, values, target, metric_name=name, **kwargs)
 
 

@@ -52,6 +52,14 @@ def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
 
 
+def score(metric: str, y_true: np.ndarray, probs: np.ndarray) -> float:
+    """A run's metric of class probabilities (N, n_classes): ROC-AUC of class 1, or the
+    weighted F1 of the most probable class."""
+    if metric == "auc":
+        return roc_auc(y_true, probs[:, 1])
+    return weighted_f1(y_true, np.asarray(probs).argmax(axis=1))
+
+
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts (n_classes, n_classes): rows are true classes, columns predicted."""
     from sklearn.metrics import confusion_matrix

@@ -91,7 +91,11 @@ def summarize(records: Iterable[JobRecord], metric_name: str | None = None) -> S
 
 
 def summarize_store(store: RunStore) -> Summary:
-    """`summarize` of a run, plus confusion counts per size when its metric is weighted F1."""
+    """`summarize` of a run (of its ensembles, for a run that scores its replicates as one:
+    analysis.ensemble), plus confusion counts per size when its metric is weighted F1."""
+    from leukolearn.analysis.ensemble import scored_run
+
+    store = scored_run(store)
     summary = summarize(store.results(include_failed=True), store.config_dict.get("metric"))
     if summary.metric_name != "weighted_f1":
         return summary
@@ -122,12 +126,18 @@ def compare_csv(summaries: dict[str, Summary]) -> str:
                      for name, s in summaries.items() for r in s.rows], digits=4)
 
 
+def job_key(record: JobRecord) -> tuple[int, int, int]:
+    """(fold, size, replicate): the same job in runs of the same folds."""
+    return record.fold, record.size, record.replicate
+
+
 def paired_records(records: dict[str, list[JobRecord]]) -> dict[str, list[JobRecord]]:
     """Each run's finished jobs, kept only where every run that has the job's training size
     finished the same job (fold, size, replicate): per size, the methods are then scored
-    on exactly the same test sets, however far each run has got."""
-    done = {name: {r.job_id: r for r in recs if r.status == "done"} for name, recs in records.items()}
-    keep: set[str] = set()
+    on exactly the same test sets, however far each run has got. (An ensemble run's record
+    of a fold and size, replicate 0, pairs with the other runs' replicate 0.)"""
+    done = {name: {job_key(r): r for r in recs if r.status == "done"} for name, recs in records.items()}
+    keep: set[tuple[int, int, int]] = set()
     for size in {r.size for recs in done.values() for r in recs.values()}:
         have = [{j for j, r in recs.items() if r.size == size} for recs in done.values()]
         keep |= set.intersection(*[h for h in have if h])

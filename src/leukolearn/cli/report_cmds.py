@@ -81,7 +81,8 @@ def compare(
     training size; methods_vs_size draws every run's median and spread per size.
     """
     from leukolearn.analysis.metrics import chance_level, metric_label
-    from leukolearn.analysis.summary import compare_csv, paired_records, summarize
+    from leukolearn.analysis.ensemble import scored_run
+    from leukolearn.analysis.summary import compare_csv, job_key, paired_records, summarize
     from leukolearn.errors import LeukolearnError
     from leukolearn.files import write_text
     from leukolearn.report.analysis_figures import methods_figure
@@ -95,9 +96,10 @@ def compare(
     checks.out_dir(out)
     records, splits, metric_names = {}, {}, {}
     for name, run in zip(names, runs):
-        with RunStore.open(run) as store:
+        with RunStore.open(run) as opened:
+            store = scored_run(opened)  # an ensemble run: one record per fold and size
             records[name] = store.results(include_failed=True)
-            splits[name] = {r.job_id: tuple(store.split(r.job_id)[2])
+            splits[name] = {job_key(r): tuple(store.split(r.job_id)[2])
                             for r in records[name] if r.status == "done"}
             metric_names[name] = store.config_dict.get("metric")
     if paired:

@@ -44,6 +44,10 @@ def sweep(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seeds the splits and every job's training.", rich_help_panel=SWEEP),
     replicates: Optional[int] = typer.Option(None, "--replicates", help="Trainings per fold and size, "
                                              "each from its own initialisation.", rich_help_panel=SWEEP),
+    ensemble: Optional[bool] = typer.Option(None, "--ensemble/--no-ensemble", help="Score the "
+                                            "replicates of each fold and size as one model, the "
+                                            "mean of their probabilities (needs --replicates 2 "
+                                            "or more).", rich_help_panel=SWEEP),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", rich_help_panel=TRAINING),
     restarts: Optional[int] = typer.Option(None, "--restarts", help="Re-initialise a network "
                                            "that died (constant predictions) up to N times "
@@ -91,7 +95,7 @@ def sweep(
     head = checked_init_from(init_from)  # read once here; its path absolute in config.json
     config = sweep_config(dataset, preset, options=dict(
         folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes), test_size=test_size,
-        val_size=val_size, seed=seed, replicates=replicates), train=dict(
+        val_size=val_size, seed=seed, replicates=replicates, ensemble=ensemble), train=dict(
         max_epochs=max_epochs, patience=patience, init=init, device=device, restarts=restarts,
         init_from=head and str(head.path), freeze_features=freeze_features or None),
         model=model)

@@ -69,7 +69,7 @@ class FeatureRunner:
         self.metric = metric
 
     def __call__(self, cells: CellImages, job: Job):
-        from leukolearn.analysis.metrics import roc_auc, weighted_f1
+        from leukolearn.analysis.metrics import score
         from leukolearn.model.handcrafted import class_probabilities, make_classifier
 
         start = time.perf_counter()
@@ -82,9 +82,7 @@ class FeatureRunner:
         else:
             classifier = make_classifier(job.seed).fit(features[train], y_train)
             probs = class_probabilities(classifier, features[test], cells.n_classes)
-        y = cells.labels[test]
-        metric = roc_auc(y, probs[:, 1]) if self.metric == "auc" else \
-            weighted_f1(y, probs.argmax(axis=1))
+        metric = score(self.metric, cells.labels[test], probs)
         return JobOutcome(metric=float(metric), best_epoch=0, epochs_run=0,
                           seconds=time.perf_counter() - start,
                           degenerate=bool(np.ptp(probs, axis=0).max() == 0),

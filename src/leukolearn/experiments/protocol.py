@@ -48,6 +48,9 @@ class ProtocolOptions:
     val_size: int | None = None  # "all": None = the next fold's whole test set; "aml": None = 25
     seed: int = 0  # the one seed every split and every job seed derive from
     replicates: int = 1  # trainings per (fold, size), each from its own initialisation seed
+    # Score the replicates of a (fold, size) as one model, the mean of their probabilities
+    # (analysis.ensemble); False: each network on its own, as the paper did.
+    ensemble: bool = False
     run_folds: int | None = None  # plan only the first k folds (the partition still has `folds`)
     min_per_class: int = 0  # classes with fewer images are dropped before planning (multiclass: 5)
     cap_sizes: bool = False  # sizes above the training pool: False -> error, True -> cap + warning
@@ -65,6 +68,8 @@ class ProtocolOptions:
                 raise LeukolearnError(f"{name} must be at least 1, got {value}")
         if self.replicates < 1:
             raise LeukolearnError(f"replicates must be at least 1, got {self.replicates}")
+        if self.ensemble and self.replicates < 2:
+            raise LeukolearnError("an ensemble needs at least 2 replicates (--replicates)")
         if self.seed < 0:  # numpy's generators take non-negative seeds only
             raise LeukolearnError(f"seed must be 0 or more, got {self.seed}")
         if self.run_folds is not None and not 1 <= self.run_folds <= self.folds:

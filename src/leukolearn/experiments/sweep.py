@@ -89,7 +89,7 @@ class TrainingRunner:
 
     def _outcome(self, cells: CellImages, job: Job, result: Any) -> JobOutcome:
         from leukolearn.analysis.domain import attach_domain_check
-        from leukolearn.analysis.metrics import roc_auc, weighted_f1
+        from leukolearn.analysis.metrics import score
         from leukolearn.training.loop import predict_proba
 
         # Every job's model carries its domain check (analysis.domain), as `train`'s does.
@@ -101,11 +101,7 @@ class TrainingRunner:
         # the image only, and the probabilities are bit-identical with 1 to 4 threads
         # (fused kernels and torch's layers; tests/test_determinism.py).
         probs = predict_proba(result.model, cells.images[test_idx])
-        y = cells.labels[test_idx]
-        if self.metric == "auc":
-            metric = roc_auc(y, probs[:, 1])
-        else:
-            metric = weighted_f1(y, probs.argmax(axis=1))
+        metric = score(self.metric, cells.labels[test_idx], probs)
         return JobOutcome(
             metric=float(metric), best_epoch=result.best_epoch, epochs_run=result.epochs_run,
             seconds=result.seconds, degenerate=result.degenerate, test_probs=probs,

@@ -29,6 +29,7 @@ from pathlib import Path
 from string import Template
 
 from leukolearn.analysis.curves import N_BOOT, TARGET
+from leukolearn.analysis.ensemble import scored_run
 from leukolearn.analysis.metrics import metric_label
 from leukolearn.analysis.summary import summarize_store
 from leukolearn.errors import LeukolearnError
@@ -74,7 +75,8 @@ def render_report(run: str | Path, *, target: float = DEFAULT_TARGET, n_boot: in
     """The report of `run` as one HTML string (nothing is written)."""
     run = Path(run)
     now = now or _dt.datetime.now(_dt.timezone.utc)
-    with RunStore.open(run) as store:
+    with RunStore.open(run) as opened:
+        store = scored_run(opened)  # an ensemble run is reported by its ensembles
         info = store.dataset_info
         config = store.config_dict
         versions = store.versions

@@ -10,6 +10,7 @@ from leukolearn.report.style import save_figure
 from leukolearn.report.paper_values import paper_reference
 from leukolearn.runstore.store import RunStore
 from leukolearn.analysis.metrics import chance_level, metric_label
+from leukolearn.analysis.ensemble import scored_run
 from leukolearn.analysis.summary import summarize_store
 from leukolearn.files import check_writable_dir, write_text
 
@@ -18,7 +19,7 @@ def make_run_figures(run_dir: str | Path, out_dir: str | Path | None = None) -> 
     """Write every figure the run's results allow into out_dir (default RUN/figures), plus
     summary.csv; returns the files written. Figures need finished jobs, not a finished run."""
     out = check_writable_dir(Path(out_dir) if out_dir else Path(run_dir) / "figures")
-    store = RunStore.open(run_dir)
+    store = scored_run(RunStore.open(run_dir))  # an ensemble run: its ensembles
     records = [r for r in store.results() if r.status == "done"]
     if not records:
         return []
