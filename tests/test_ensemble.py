@@ -29,7 +29,9 @@ class NoisyRunner:
         p = np.clip(0.5 + 0.15 * (labels - 0.5) + rng.normal(0, 0.3, len(labels)), 0.01, 0.99)
         probs = np.stack([1 - p, p], axis=1)
         return JobOutcome(metric=roc_auc_score(labels, p), best_epoch=1, epochs_run=4,
-                          seconds=0.5, degenerate=False, test_probs=probs, history=[],
+                          seconds=0.5, degenerate=False, test_probs=probs,
+                          history=[{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e + 0.02 * e}
+                                   for e in range(1, 5)],
                           restarts=int(job.replicate == 1))
 
 
@@ -124,3 +126,13 @@ def test_the_recipe_returns_no_dead_network_where_the_paper_settings_do():
         dead[name] = [train_model(cells, train, val, config, seed=s).degenerate for s in range(8)]
     assert any(dead["paper-all-binary"])
     assert not any(dead["ensemble-all-binary"])
+
+
+def test_summary_and_report_of_an_ensemble_run(ensemble_run, capsys, tmp_path):
+    code, out, err = run_cli(["summary", ensemble_run, "--json"], capsys)
+    assert code == 0, err
+    assert '"n_jobs": 4' in out
+    code, out, err = run_cli(["report", ensemble_run, "--out", tmp_path / "report.html"], capsys)
+    assert code == 0, err
+    html = (tmp_path / "report.html").read_text()
+    assert "Each job here is an ensemble of 3 networks" in html

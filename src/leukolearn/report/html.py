@@ -29,7 +29,7 @@ from pathlib import Path
 from string import Template
 
 from leukolearn.analysis.curves import N_BOOT, TARGET
-from leukolearn.analysis.ensemble import scored_run
+from leukolearn.analysis.ensemble import is_ensemble, scored_run
 from leukolearn.analysis.metrics import metric_label
 from leukolearn.analysis.summary import summarize_store
 from leukolearn.errors import LeukolearnError
@@ -115,7 +115,9 @@ def render_report(run: str | Path, *, target: float = DEFAULT_TARGET, n_boot: in
     head = headline(summary, paper, paper_at, metric, largest, curve[0], target,
                      planned_jobs(config))
     sections = [
-        Section("summary", "Summary", head + summary_table(summary, paper, paper_at, metric)),
+        Section("summary", "Summary", head + summary_table(
+            summary, paper, paper_at, metric,
+            ensemble_of=config["options"].get("replicates", 1) if is_ensemble(config) else 0)),
         *sections,
         Section("model-card", "Model card",
                 model_card(info, config, summary, paper, metric, largest, split_sizes, ece)),

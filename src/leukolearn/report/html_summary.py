@@ -80,13 +80,17 @@ def headline(summary: Summary, paper, paper_at: Mapping[int, int], metric: str, 
 
 
 def planned_jobs(config: Mapping[str, Any]) -> int:
-    """Jobs the sweep plans, at most (sizes capped to one pool size merge into one)."""
+    """Jobs the sweep plans, at most (sizes capped to one pool size merge into one); for an
+    ensemble run, the ensembles (one per fold and size) that the summary counts."""
     options = config.get("options", {})
     folds = options.get("run_folds") or options.get("folds") or 0
-    return int(folds) * len(set(options.get("sizes") or ())) * int(options.get("replicates") or 1)
+    per_size = 1 if options.get("ensemble") else int(options.get("replicates") or 1)
+    return int(folds) * len(set(options.get("sizes") or ())) * per_size
 
 
-def summary_table(summary: Summary, paper, paper_at: Mapping[int, int], metric: str) -> str:
+def summary_table(summary: Summary, paper, paper_at: Mapping[int, int], metric: str,
+                  ensemble_of: int = 0) -> str:
+    """The summary as an HTML table; `ensemble_of` K > 0: each job is an ensemble of K."""
     head = ["Training images", "Jobs", "Folds", "Mean\u00a0±\u00a0s.d.", "Median",
             "Min\u00a0–\u00a0max"]
     if paper is not None:
@@ -121,6 +125,10 @@ def summary_table(summary: Summary, paper, paper_at: Mapping[int, int], metric: 
                "replicates); s.d. is the sample s.d. Degenerate: constant predictions on the "
                "validation set (kept in the statistics, as the paper's numbers would include "
                "them). Undefined: no metric (e.g. a one-class test set).")
+    if ensemble_of:
+        caption += (f" Each job here is an ensemble of {ensemble_of} networks trained in the "
+                    "same fold from their own initialisations, scored by the mean of their "
+                    "probabilities.")
     if paper is not None:
         caption += (f" {PAPER_CITATION}: mean ± s.d. over 10 folds as reported "
                     f"({esc(paper.source)}).")
