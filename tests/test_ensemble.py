@@ -78,12 +78,36 @@ def test_an_ensemble_with_a_failed_network_is_failed_and_an_unfinished_one_is_le
         assert [r.job_id for r in failed] == [ensemble_id(0, 8)]
         assert len(view.results()) == 7
         assert summarize_store(store).row(8).n_failed == 1
-    with RunStore.open(run) as store:  # as if replicate 2 were still training: not scored yet
-        view = scored_run(store)
-        view._replicates = 4
-        view._records.clear()
-        view._build()
-        assert view.results() == []
+    # As if fold 1's replicate 2 at size 12 were still training: its row not yet written.
+    import sqlite3
+
+    with sqlite3.connect(run / "run.sqlite") as conn:
+        conn.execute("DELETE FROM jobs WHERE job_id = 'f01-n12-s2'")
+    with RunStore.open(run) as store:
+        ids = [r.job_id for r in scored_run(store).results(include_failed=True)]
+    assert ensemble_id(1, 12) not in ids and len(ids) == 7
+
+
+def test_a_run_of_replicates_resumes_with_or_without_ensemble_scoring(tmp_path):
+    import dataclasses
+    import json
+
+    plain = dataclasses.replace(ENSEMBLE_OPTIONS, ensemble=False)
+    run = fill_fake_run(tmp_path / "run", NoisyRunner(), n=80, options=plain)
+    with RunStore.open(run) as store:
+        assert len(scored_run(store).results()) == 24  # every network on its own
+    fill_fake_run(run, NoisyRunner(), n=80, options=ENSEMBLE_OPTIONS)  # no job runs again
+    assert json.loads((run / "config.json").read_text())["options"]["ensemble"] is True
+    with RunStore.open(run) as store:
+        assert len(scored_run(store).results()) == 8
+
+
+def test_the_report_counts_ensembles_as_the_planned_jobs():
+    from leukolearn.report.html_summary import planned_jobs
+
+    options = {"folds": 4, "sizes": [8, 12], "replicates": 3}
+    assert planned_jobs({"options": options}) == 24
+    assert planned_jobs({"options": {**options, "ensemble": True}}) == 8
 
 
 def test_compare_pairs_an_ensemble_run_with_single_networks_by_fold_and_size(tmp_path, capsys,

@@ -11,7 +11,8 @@ from 0.24 to 0.09 (docs/results/all-idb2-recipe).
 itself for an ordinary run; for an ensemble run a view with the same `results()` and
 `predictions()` (and everything else of the store), one record per fold and size, whose
 metric is that of the mean probabilities. A fold and size is scored once all K of its
-networks are in (a sweep still running shows fewer), and is failed when any of them failed.
+networks are in (a sweep still running shows fewer), is failed when any of them failed, and
+counts as degenerate when any of them is dead.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from leukolearn.analysis.metrics import score
+from leukolearn.errors import LeukolearnError
 from leukolearn.runstore.store import JobRecord, Predictions, RunStore
 
 
@@ -94,6 +96,9 @@ class EnsembleView:
             if len(records) < self._replicates:
                 continue  # its other networks are still training
             preds = [self._store.predictions(r.job_id) for r in records]
+            if any(not np.array_equal(p.test_idx, preds[0].test_idx) for p in preds):
+                raise LeukolearnError(f"{self._store.path}: the networks of fold {fold}, size "
+                                      f"{size} were tested on different images; not one ensemble")
             probs = np.mean([p.probs for p in preds], axis=0, dtype=np.float64).astype(np.float32)
             labels = preds[0].labels
             self._members[job_id] = records
@@ -101,7 +106,9 @@ class EnsembleView:
             self._records.append(dataclasses.replace(
                 records[0], job_id=job_id, replicate=0, metric=score(self._metric, labels, probs),
                 best_epoch=None, epochs_run=sum(r.epochs_run or 0 for r in records),
-                seconds=sum(r.seconds or 0.0 for r in records), degenerate=is_constant(probs),
+                seconds=sum(r.seconds or 0.0 for r in records),
+                # dead when any of its networks is (a dead one averaged in is still a failure)
+                degenerate=any(r.degenerate for r in records) or is_constant(probs),
                 weights=None, finished_at=max(r.finished_at for r in records),
                 # networks re-initialised after dying, over the ensemble
                 restarts=sum(r.restarts or 0 for r in records)))

@@ -28,7 +28,8 @@ def sweep(
     out: Path = typer.Option(..., "--out", help="Run directory. Give an existing one to resume it."),
     preset: Optional[str] = typer.Option(
         None, "--preset", help=f"{FALLBACK_PRESET} (default), paper-aml-binary (default for "
-        "aml-lmu), paper-multiclass, the robust-* presets or quick. See `leukolearn presets`.",
+        "aml-lmu), paper-multiclass, the robust-* and ensemble-* presets or quick. See "
+        "`leukolearn presets`.",
         rich_help_panel=SWEEP),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="What to train: paper-cnn, or a "
                               "baseline in the same folds (see `leukolearn models`).",

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from leukolearn.analysis.ensemble import scored_run
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.files import write_csv, write_json, write_text
@@ -84,7 +85,7 @@ def run_shortcut(cells: CellImages, config: Any, out: str | Path, *, masks: Shor
 
 # Job ids, splits and seeds do not depend on the sizes swept or the folds run (see
 # leukolearn.experiments.protocol), so a sweep with other sizes or folds still holds this control's jobs.
-_JOB_NEUTRAL = ("options.sizes", "options.run_folds")
+_JOB_NEUTRAL = ("options.sizes", "options.run_folds", "options.ensemble")
 
 
 def copy_original_jobs(source: str | Path, cells: CellImages, config: Any, out: str | Path, *,
@@ -152,7 +153,7 @@ def shortcut_summary(out: str | Path, masks: ShortcutMasks | None = None) -> dic
         if not (out / name / "config.json").exists():
             continue
         with RunStore.open(out / name) as store:
-            records = store.results()
+            records = scored_run(store).results()  # an ensemble run: its ensembles
             result["metric"] = store.config_dict["metric"]
             variant = store.dataset_info.load_options.get("variant", {})
         sizes = sorted({r.size for r in records})

@@ -58,8 +58,10 @@ def model_card(info, config: Mapping[str, Any], summary: Summary, paper, metric:
     items = [
         ("Model", "The small CNN of Schouten et al. (Sci Rep 2021): six blocks of 3×3 "
          "convolution, ReLU and 2×2 max-pooling (4–16 filters), a dense layer of 32 and a "
-         f"softmax over {len(info.class_names)} classes; a few thousand parameters. One model "
-         "per fold and training size (files in RUN/weights)."),
+         f"softmax over {len(info.class_names)} classes; a few thousand parameters. "
+         + (f"An ensemble of {options.get('replicates')} such networks per fold and training "
+            "size, the mean of their probabilities" if options.get("ensemble") else
+            "One model per fold and training size") + " (files in RUN/weights)."),
         ("Intended use", "Research: measuring how many annotated single-cell images a blast "
          "detector needs, reproducing and extending the paper, and studying what such small "
          "networks learn. Not for clinical use."),

@@ -128,7 +128,7 @@ def summary_table(summary: Summary, paper, paper_at: Mapping[int, int], metric: 
     if ensemble_of:
         caption += (f" Each job here is an ensemble of {ensemble_of} networks trained in the "
                     "same fold from their own initialisations, scored by the mean of their "
-                    "probabilities.")
+                    "probabilities; it counts as degenerate when one of its networks is.")
     if paper is not None:
         caption += (f" {PAPER_CITATION}: mean ± s.d. over 10 folds as reported "
                     f"({esc(paper.source)}).")

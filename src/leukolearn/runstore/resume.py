@@ -104,7 +104,9 @@ def describe_dataset(info: DatasetInfo) -> str:
 # until every CPU training used a fixed count, kept here so the configs stored then still
 # compare), and how many of the folds are run (fold f's jobs do not depend on it, see
 # leukolearn.experiments.protocol), so a run of 3 folds can be extended to all 10.
-RESULT_NEUTRAL = {"train.threads", "train.device", "options.run_folds"}
+# options.ensemble changes how the replicates are scored, not what any job computes: a run
+# of replicates may be resumed with or without it (config.json then records the latest).
+RESULT_NEUTRAL = {"train.threads", "train.device", "options.run_folds", "options.ensemble"}
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,9 @@
 #define OGH 2
 #endif
 #endif
+#if OGH != 1 && OGH != 2 && OGH != 4
+#error "OGH must be 1, 2 or 4 (it splits a group of 4 output channels)"
+#endif
 typedef float vf __attribute__((vector_size(VW * 4)));
 typedef int32_t vi __attribute__((vector_size(VW * 4)));
 #define CW (2 * VW) /* columns of conv output per chunk: two vectors */
@@ -50,8 +53,8 @@ static inline float hsum(vf v) { float s = 0.f; for (int k = 0; k < VW; k++) s +
 #ifndef __has_builtin
 #define __has_builtin(x) 0
 #endif
-/* even / odd lanes of the 32 in (a, b): the two columns of each pooling window;
-   LO / HI interleave a and b lane by lane back into 32 columns. */
+/* even / odd lanes of the 2 * VW in (a, b): the two columns of each pooling window;
+   LO / HI interleave a and b lane by lane back into 2 * VW columns. */
 #if VW == 16
 #define EVEN_IX 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
 #define ODD_IX 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
