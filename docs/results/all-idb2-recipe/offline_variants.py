@@ -8,7 +8,10 @@ rotates by any angle and flips, so the network has seen all 8). Nothing is train
 the runs' stored networks and test sets are read (leukolearn.explain.runs.reload_cells
 reloads the images and checks they are the ones the run was trained on).
 
-    python offline_variants.py RUN [RUN ...] --out variants.csv
+    python offline_variants.py RUN [RUN ...] --out variants.csv --table ablation.csv
+
+variants.csv: one row per run, fold and size; ablation.csv: per run, size and variant the
+mean, s.d. (ddof 1), median and minimum over folds.
 """
 from __future__ import annotations
 
@@ -73,12 +76,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--table", required=True)
     args = ap.parse_args()
     rows = [row for path in args.runs for row in run_rows(path)]
     with open(args.out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    with open(args.table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "size", "variant", "replicates", "n_folds", "mean", "sd",
+                         "median", "min", "dead", "restarts"])
+        for (run, size), group in sorted(groupby_run_size(rows).items()):
+            for variant in VARIANTS:
+                values = np.array([r[variant] for r in group])
+                writer.writerow([run, size, variant, group[0]["replicates"], len(values),
+                                 *(f"{v:.4f}" for v in (values.mean(), values.std(ddof=1),
+                                                        np.median(values), values.min())),
+                                 sum(r["dead"] for r in group), sum(r["restarts"] for r in group)])
+
+
+VARIANTS = ("single", "single_tta", "ensemble", "ensemble_tta")
+
+
+def groupby_run_size(rows: list[dict]) -> dict:
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["run"].rstrip("/").split("/")[-1], row["size"])].append(row)
+    return groups
 
 
 if __name__ == "__main__":

@@ -17,3 +17,9 @@ run() {  # name, then sweep options
 run paper
 run restarts --restarts 3 --replicates 3
 run robust-restarts --preset robust-all-binary --restarts 3 --replicates 3
+# The recipe itself: 5 networks per fold and size, scored as one ensemble (replicates 0-2
+# are the networks of "restarts"; a sweep trains them again).
+run ensemble --preset ensemble-all-binary
+# At the largest size (200 is capped to the 197-198 images of a fold's pool): 3 networks,
+# replicate 0 is the paper preset's network unless it died.
+SIZES=200 run ensemble3-197 --restarts 3 --replicates 3 --ensemble
