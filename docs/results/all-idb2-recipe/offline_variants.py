@@ -20,8 +20,8 @@ import csv
 from collections import defaultdict
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
+from leukolearn.analysis.metrics import roc_auc
 from leukolearn.explain.runs import reload_cells
 from leukolearn.model.weights import load_model
 from leukolearn.runstore.store import RunStore
@@ -39,7 +39,7 @@ def dihedral(images: np.ndarray) -> list[np.ndarray]:
 
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    return float(roc_auc_score(labels, probs[:, 1])) if len(set(labels)) == 2 else float("nan")
+    return roc_auc(labels, probs[:, 1])  # NaN for a one-class test set
 
 
 def run_rows(path: str) -> list[dict]:

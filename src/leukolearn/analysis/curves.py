@@ -331,12 +331,17 @@ def _quantiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
 def plan_from_store(run: str | Path, target: float, *, without_dead: bool = False,
                     **kwargs) -> LearningCurvePlan:
     """`plan_annotation` on a run directory's finished jobs (test metric per fold and size)."""
+    sizes, _folds, values, name = run_metric_table(run, without_dead=without_dead)
+    return plan_annotation(sizes, values, target, metric_name=name, **kwargs)
+
+
+def run_metric_table(run: str | Path, *, without_dead: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """`metric_table` of a run directory, as it is scored (an ensemble run by its ensembles)."""
     from leukolearn.analysis.ensemble import scored_run
     from leukolearn.runstore.store import RunStore
 
     with RunStore.open(run) as store:
-        sizes, _folds, values, name = metric_table(scored_run(store).results(),
-                                                   without_dead=without_dead)
-    return plan_annotation(sizes, values, target, metric_name=name, **kwargs)
+        return metric_table(scored_run(store).results(), without_dead=without_dead)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -27,9 +27,16 @@ from leukolearn.errors import LeukolearnError
 from leukolearn.runstore.store import JobRecord, Predictions, RunStore
 
 
-def is_ensemble(config: dict) -> bool:
-    """Whether a run's config (config.json as a dict) scores its replicates as one ensemble."""
-    return bool(config.get("options", {}).get("ensemble"))
+def ensemble_size(config: Mapping[str, Any]) -> int:
+    """The networks per ensemble of a run's config (config.json as a dict); 0 when the run
+    scores each network on its own."""
+    options = config.get("options", {})
+    return int(options.get("replicates") or 1) if options.get("ensemble") else 0
+
+
+def is_ensemble(config: Mapping[str, Any]) -> bool:
+    """Whether a run's config scores its replicates as one ensemble."""
+    return ensemble_size(config) > 0
 
 
 def scored_run(store: RunStore) -> Any:
@@ -50,7 +57,7 @@ class EnsembleView:
 
     def __init__(self, store: RunStore):
         self._store = store
-        self._replicates = int(store.config_dict["options"].get("replicates", 1))
+        self._replicates = ensemble_size(store.config_dict)
         self._metric = store.config_dict.get("metric", "auc")
         self._members: dict[str, list[JobRecord]] = {}
         self._records: list[JobRecord] = []
@@ -67,10 +74,6 @@ class EnsembleView:
         return self._predictions[job_id] if job_id in self._predictions \
             else self._store.predictions(job_id)
 
-    def members(self, job_id: str) -> list[JobRecord]:
-        """The networks of an ensemble record, by replicate."""
-        return self._members[job_id]
-
     def history(self, job_id: str) -> list[dict]:
         return self._store.history(self._first(job_id))
 
@@ -81,8 +84,6 @@ class EnsembleView:
         return self._members[job_id][0].job_id if job_id in self._members else job_id
 
     def _build(self) -> None:
-        from leukolearn.training.loop import is_constant
-
         groups: dict[tuple[int, int], list[JobRecord]] = defaultdict(list)
         for record in self._store.results(include_failed=True):
             groups[(record.fold, record.size)].append(record)
@@ -108,7 +109,7 @@ class EnsembleView:
                 best_epoch=None, epochs_run=sum(r.epochs_run or 0 for r in records),
                 seconds=sum(r.seconds or 0.0 for r in records),
                 # dead when any of its networks is (a dead one averaged in is still a failure)
-                degenerate=any(r.degenerate for r in records) or is_constant(probs),
+                degenerate=any(r.degenerate for r in records),
                 weights=None, finished_at=max(r.finished_at for r in records),
                 # networks re-initialised after dying, over the ensemble
                 restarts=sum(r.restarts or 0 for r in records)))

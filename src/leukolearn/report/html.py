@@ -29,7 +29,7 @@ from pathlib import Path
 from string import Template
 
 from leukolearn.analysis.curves import N_BOOT, TARGET
-from leukolearn.analysis.ensemble import is_ensemble, scored_run
+from leukolearn.analysis.ensemble import ensemble_size, scored_run
 from leukolearn.analysis.metrics import metric_label
 from leukolearn.analysis.summary import summarize_store
 from leukolearn.errors import LeukolearnError
@@ -117,7 +117,7 @@ def render_report(run: str | Path, *, target: float = DEFAULT_TARGET, n_boot: in
     sections = [
         Section("summary", "Summary", head + summary_table(
             summary, paper, paper_at, metric,
-            ensemble_of=config["options"].get("replicates", 1) if is_ensemble(config) else 0)),
+            ensemble_of=ensemble_size(config))),
         *sections,
         Section("model-card", "Model card",
                 model_card(info, config, summary, paper, metric, largest, split_sizes, ece)),

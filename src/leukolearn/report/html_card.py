@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from leukolearn.analysis.ensemble import ensemble_size
 from leukolearn.analysis.summary import Summary
 from leukolearn.report.html_parts import duration, esc, para, pm, when
 from leukolearn.report.paper_values import PAPER_CITATION
@@ -59,8 +60,8 @@ def model_card(info, config: Mapping[str, Any], summary: Summary, paper, metric:
         ("Model", "The small CNN of Schouten et al. (Sci Rep 2021): six blocks of 3×3 "
          "convolution, ReLU and 2×2 max-pooling (4–16 filters), a dense layer of 32 and a "
          f"softmax over {len(info.class_names)} classes; a few thousand parameters. "
-         + (f"An ensemble of {options.get('replicates')} such networks per fold and training "
-            "size, the mean of their probabilities" if options.get("ensemble") else
+         + (f"An ensemble of {ensemble_size(config)} such networks per fold and training "
+            "size, the mean of their probabilities" if ensemble_size(config) else
             "One model per fold and training size") + " (files in RUN/weights)."),
         ("Intended use", "Research: measuring how many annotated single-cell images a blast "
          "detector needs, reproducing and extending the paper, and studying what such small "

@@ -16,7 +16,6 @@ import numpy as np
 from leukolearn.errors import LeukolearnError
 from leukolearn.report.html_parts import (ReportFigure, Section, esc, fmt, para, png_bytes,
                                           rel_path)
-from leukolearn.analysis.ensemble import scored_run
 from leukolearn.runstore.store import RunStore
 from leukolearn.runstore.resume import EVALUATIONS_DIR
 
@@ -88,10 +87,9 @@ def paper_figures_intro(paper) -> str:
 
 def curve_fit(run: Path, target: float, n_boot: int):
     """(plan, note): the learning-curve fit, or None and why it was skipped."""
-    from leukolearn.analysis.curves import metric_table, plan_annotation
+    from leukolearn.analysis.curves import plan_annotation, run_metric_table
 
-    with RunStore.open(run) as store:
-        sizes, folds, values, name = metric_table(scored_run(store).results())
+    sizes, folds, values, name = run_metric_table(run)
     with_data = int(np.isfinite(values).any(axis=1).sum())
     if with_data < MIN_CURVE_SIZES:
         return None, (f"Not fitted: a learning curve needs results at {MIN_CURVE_SIZES} or more "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from leukolearn.analysis.ensemble import ensemble_size
 from leukolearn.analysis.summary import Summary
 from leukolearn.report.html_parts import esc, fmt, fmt_n, pm
 from leukolearn.report.paper_values import PAPER_CITATION
@@ -84,7 +85,7 @@ def planned_jobs(config: Mapping[str, Any]) -> int:
     ensemble run, the ensembles (one per fold and size) that the summary counts."""
     options = config.get("options", {})
     folds = options.get("run_folds") or options.get("folds") or 0
-    per_size = 1 if options.get("ensemble") else int(options.get("replicates") or 1)
+    per_size = 1 if ensemble_size(config) else int(options.get("replicates") or 1)
     return int(folds) * len(set(options.get("sizes") or ())) * per_size
 
 
