@@ -127,6 +127,21 @@ def test_compare_puts_methods_side_by_side_in_the_same_folds(cells, tmp_path, ca
     assert code == 2 and "not the same folds" in err
 
 
+def test_a_cnn_kind_sets_the_width_and_a_mismatch_is_refused():
+    from dataclasses import replace
+
+    from leukolearn.experiments.presets import sweep_config
+
+    assert sweep_config("all-idb2", model="wide-cnn").train.width == 4
+    assert sweep_config("all-idb2", model="handcrafted-logreg").train.width == 1
+    config = get_preset("paper-all-binary")
+    assert config.train.width == 1
+    with pytest.raises(LeukolearnError, match="4x the paper's filters"):
+        replace(config, model="wide-cnn")
+    with pytest.raises(LeukolearnError, match="width must be"):
+        replace(config.train, width=0)
+
+
 def test_a_baseline_refuses_a_head_start():
     from dataclasses import replace
 

@@ -31,8 +31,8 @@ def sweep(
         "aml-lmu), paper-multiclass, the robust-* and ensemble-* presets or quick. See "
         "`leukolearn presets`.",
         rich_help_panel=SWEEP),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help="What to train: paper-cnn, or a "
-                              "baseline in the same folds (see `leukolearn models`).",
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="What to train: paper-cnn, "
+                              "wide-cnn, or a baseline in the same folds (see `leukolearn models`).",
                               rich_help_panel=SWEEP),
     folds: Optional[int] = typer.Option(None, "--folds", help="Cross-validation folds.", rich_help_panel=SWEEP),
     run_folds: Optional[int] = typer.Option(None, "--run-folds", help="Run only the first K folds.", rich_help_panel=SWEEP),

@@ -3,6 +3,8 @@ and baselines, all through the same protocol, folds, run store, summary and figu
 
 - "paper-cnn": the paper's 7,210-parameter CNN (`experiments.sweep.TrainingRunner`), with
   the preset's training settings;
+- "wide-cnn": the same network and training with 4x the filters in every block (87,298
+  parameters): whether the paper's network is too small for its task;
 - "handcrafted-logreg": colour, texture and shape features of the segmented cell, as the
   ALL-IDB papers before deep learning built them, into a logistic regression
   (`model.handcrafted`);
@@ -33,11 +35,14 @@ DEFAULT_MODEL = "paper-cnn"
 class ModelKind:
     name: str
     about: str
-    feature_set: str | None = None  # None: the CNN
+    feature_set: str | None = None  # None: a CNN
+    width: int = 1  # a CNN's filters per block, times the paper's (TrainConfig.width)
 
 
 MODELS = {m.name: m for m in (
     ModelKind("paper-cnn", "the paper's CNN (7,210 parameters), trained with the preset's settings"),
+    ModelKind("wide-cnn", "the paper's CNN with 4x its filters per block (16-64), trained "
+              "with the preset's settings", width=4),
     ModelKind("handcrafted-logreg", "colour histograms, GLCM and LBP texture, nucleus and cell "
               "shape from the stain segmentation; logistic regression", "cell"),
     ModelKind("background-logreg", "the colour of the image border only (no cell): the "

@@ -36,9 +36,13 @@ class SweepConfig:
             raise LeukolearnError(f"unknown protocol {self.protocol!r}; choose from {sorted(PROTOCOLS)}")
         if self.metric not in METRICS:
             raise LeukolearnError(f"unknown metric {self.metric!r}; choose from {METRICS}")
-        if check_model(self.model).feature_set is not None and self.train.init_from:
+        kind = check_model(self.model)
+        if kind.feature_set is not None and self.train.init_from:
             raise LeukolearnError(f"--init-from starts a network from another model's weights; "
                                   f"the baseline {self.model!r} has none")
+        if kind.feature_set is None and self.train.width != kind.width:
+            raise LeukolearnError(f"model {self.model!r} has {kind.width}x the paper's filters, "
+                                  f"the training settings {self.train.width}x")
 
     @property
     def multiclass(self) -> bool:
@@ -173,7 +177,11 @@ def sweep_config(dataset: str, preset: str | None = None, *,
     (default the preset's): what `sweep` and `shortcut` run."""
     config = get_preset(preset or default_preset(dataset))
     config = config.with_options(**(options or {})).with_train(**(train or {}))
-    return replace(config, model=model) if model is not None else config
+    if model is None:
+        return config
+    # A CNN kind sets the network's width (a baseline trains no network: width stays 1).
+    width = check_model(model).width
+    return replace(config, model=model, train=replace(config.train, width=width))
 
 
 def task_positive(dataset: str, positive: str | Sequence[str] | None,

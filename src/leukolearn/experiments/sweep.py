@@ -27,7 +27,7 @@ import numpy as np
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.progress import progress_bar
-from leukolearn.experiments.methods import DEFAULT_MODEL, runner_for
+from leukolearn.experiments.methods import check_model, runner_for
 from leukolearn.experiments.outcome import JobOutcome, Runner
 from leukolearn.experiments.protocol import Job, Plan, keep_classes, make_plan
 from leukolearn.experiments.workers import attempt, attempt_many, run_parallel
@@ -227,7 +227,7 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
             f"({', '.join(cells.class_names[:6])}...); name the blast classes with --positive"
         )
     _check_class_counts(cells, config)
-    if runner is None and config.model == DEFAULT_MODEL:  # the network must fit the input size
+    if runner is None and check_model(config.model).feature_set is None:  # a CNN: fits the input?
         from leukolearn.model.cnn import ModelConfig
 
         ModelConfig(input_size=cells.size, n_classes=cells.n_classes, class_names=cells.class_names)

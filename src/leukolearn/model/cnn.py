@@ -19,6 +19,11 @@ from leukolearn.errors import LeukolearnError
 PAPER_FILTERS = (4, 8, 8, 8, 16, 16)
 
 
+def widened_filters(width: int) -> tuple[int, ...]:
+    """The paper's filters per block, `width` times as many (1: the paper's CNN)."""
+    return tuple(f * width for f in PAPER_FILTERS)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     input_size: int = 257

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from leukolearn.analysis.ensemble import ensemble_size
 from leukolearn.analysis.summary import Summary
+from leukolearn.experiments.methods import DEFAULT_MODEL, check_model
 from leukolearn.report.html_parts import duration, esc, para, pm, when
 from leukolearn.report.paper_values import PAPER_CITATION
 
@@ -57,9 +58,7 @@ def model_card(info, config: Mapping[str, Any], summary: Summary, paper, metric:
                                   for n, (m, s) in sorted(paper.values.items())) + ".")
     row = summary.row(largest)
     items = [
-        ("Model", "The small CNN of Schouten et al. (Sci Rep 2021): six blocks of 3×3 "
-         "convolution, ReLU and 2×2 max-pooling (4–16 filters), a dense layer of 32 and a "
-         f"softmax over {len(info.class_names)} classes; a few thousand parameters. "
+        ("Model", _model_text(config, len(info.class_names))
          + (f"An ensemble of {ensemble_size(config)} such networks per fold and training "
             "size, the mean of their probabilities" if ensemble_size(config) else
             "One model per fold and training size") + " (files in RUN/weights)."),
@@ -85,6 +84,17 @@ def model_card(info, config: Mapping[str, Any], summary: Summary, paper, metric:
 
 
 # ------------------------------------------------------------------------------ run details
+def _model_text(config: Mapping[str, Any], n_classes: int) -> str:
+    kind = check_model(config.get("model", DEFAULT_MODEL))
+    if kind.feature_set is not None:  # a baseline
+        return f"The baseline <code>{esc(kind.name)}</code>: {esc(kind.about)}. "
+    width = int(config.get("train", {}).get("width", 1))
+    size = "a few thousand parameters" if width == 1 else f"{width}x the paper's filters"
+    return ("The small CNN of Schouten et al. (Sci Rep 2021): six blocks of 3×3 convolution, "
+            f"ReLU and 2×2 max-pooling ({4 * width}–{16 * width} filters), a dense layer of 32 "
+            f"and a softmax over {n_classes} classes; {size}. ")
+
+
 def run_details(run: Path, config: Mapping[str, Any], info, versions: Mapping[str, Any],
                 records: list) -> str:
     done = [r for r in records if r.status == "done"]

@@ -46,7 +46,7 @@ from leukolearn.training.augment import (apply_colour, colour_draws, neutral_col
                                          oversample_indices, random_affine)
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
-from leukolearn.model.cnn import ModelConfig, build_model
+from leukolearn.model.cnn import ModelConfig, build_model, widened_filters
 from leukolearn.training.config import TrainConfig
 from leukolearn.training.head_start import (HeadStart, apply_head_start, frozen_names,
                                             load_head_start)
@@ -107,7 +107,7 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
                      config: TrainConfig, device: torch.device,
                      head: HeadStart | None = None) -> list[TrainResult]:
     model_config = ModelConfig(input_size=cells.size, n_classes=cells.n_classes,
-                               class_names=cells.class_names)
+                               class_names=cells.class_names, filters=widened_filters(config.width))
     # Every image any job reads, once on the device (uint8); jobs index into it.
     used = np.unique(np.concatenate([np.concatenate([t, v]) for t, v, _ in jobs]))
     images = to_tensor(cells.images[used]).to(device)

@@ -35,6 +35,9 @@ class TrainConfig:
     # Stain normalisation (data.stain): "reinhard", fitted on the training cells and stored
     # with the model, which then applies it to every image it is given. None: off (the paper).
     stain_norm: str | None = None
+    # Beyond the paper (1: its CNN): every conv block with `width` times its filters
+    # (`model.cnn.widened_filters`); what `sweep --model wide-cnn` trains.
+    width: int = 1
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("rmsprop", "adam"):
@@ -52,6 +55,8 @@ class TrainConfig:
             raise LeukolearnError(f"colour jitter must be in [0, 0.5], got {self.colour_jitter}")
         if self.stain_norm not in (None, "reinhard"):
             raise LeukolearnError(f"unknown stain normalisation {self.stain_norm!r}; use reinhard")
+        if not 1 <= self.width <= 16:
+            raise LeukolearnError(f"width must be from 1 (the paper's CNN) to 16, got {self.width}")
         if self.freeze_features and not self.init_from:
             raise LeukolearnError("freezing the conv blocks needs a model to start from (--init-from)")
 

@@ -37,7 +37,7 @@ from leukolearn.training.augment import (apply_colour, augment_batch, colour_dra
                                          oversample_indices, random_affine)
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
-from leukolearn.model.cnn import ModelConfig, PaperCNN, build_model
+from leukolearn.model.cnn import ModelConfig, PaperCNN, build_model, widened_filters
 from leukolearn.progress import progress_bar
 from leukolearn.training.config import TrainConfig
 from leukolearn.training.head_start import HeadStart, apply_head_start, load_head_start, trainable
@@ -146,9 +146,8 @@ def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
     device = resolve_device(config.device)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    model_config = ModelConfig(
-        input_size=cells.size, n_classes=cells.n_classes, class_names=cells.class_names
-    )
+    model_config = ModelConfig(input_size=cells.size, n_classes=cells.n_classes,
+                               class_names=cells.class_names, filters=widened_filters(config.width))
     model = apply_head_start(build_model(model_config, init=config.init, seed=seed), head).to(device)
     optimizer = _make_optimizer(model, config)
 
