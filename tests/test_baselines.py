@@ -122,6 +122,12 @@ def test_compare_puts_methods_side_by_side_in_the_same_folds(cells, tmp_path, ca
     assert [(r["method"], r["size"]) for r in rows] == [
         ("cell", "10"), ("cell", "20"), ("background", "10"), ("background", "20")]
     assert (tmp_path / "cmp" / "methods_vs_size.png").stat().st_size > 1000
+    paired = list(csv.DictReader((tmp_path / "cmp" / "paired.csv").open()))
+    assert [(r["method"], r["reference"], r["size"], r["n_folds"]) for r in paired] == [
+        ("background", "cell", "10", "2"), ("background", "cell", "20", "2")]
+    page = (tmp_path / "cmp" / "compare.html").read_text(encoding="utf-8")
+    assert "Against cell, fold by fold" in page and "data:image/png;base64," in page
+    assert "<script" not in page and "http" not in page.split("<footer>")[0]
     code, _, err = run_cli(["compare", tmp_path / "handcrafted-logreg-0",
                             tmp_path / "background-logreg-9", "--out", tmp_path / "cmp2"], capsys)
     assert code == 2 and "not the same folds" in err

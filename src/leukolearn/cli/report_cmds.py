@@ -75,50 +75,32 @@ def compare(
     paired: bool = typer.Option(False, "--paired", help="Per training size, only the folds "
                                 "every run with that size has finished (the same test sets)."),
 ):
-    """Several runs (models, presets) side by side in the same folds: table and Fig 4a.
+    """Several runs (models, presets) side by side in the same folds: tables, Fig 4a, a page.
 
     summary.csv holds the summary's columns and a `method` column, one row per run and
-    training size; methods_vs_size draws every run's median and spread per size.
+    training size; paired.csv each run against the first, fold by fold (mean difference,
+    its 95% interval, folds won / tied / lost, Wilcoxon p); methods_vs_size draws every
+    run's median and spread per size; compare.html shows them on one offline page.
     """
+    from leukolearn.analysis.comparison import load_comparison
     from leukolearn.analysis.metrics import chance_level, metric_label
-    from leukolearn.analysis.ensemble import scored_run
-    from leukolearn.analysis.summary import compare_csv, job_key, paired_records, summarize
-    from leukolearn.errors import LeukolearnError
-    from leukolearn.files import write_text
+    from leukolearn.files import write_bytes, write_text
     from leukolearn.report.analysis_figures import methods_figure
+    from leukolearn.report.html_compare import render_comparison
     from leukolearn.report.style import save_figure
-    from leukolearn.runstore.store import RunStore
 
     names = [p.resolve().name for p in runs] if labels is None else \
         [n.strip() for n in labels.split(",")]
-    if len(names) != len(runs) or len(set(names)) != len(names):
-        raise LeukolearnError(f"--labels: give {len(runs)} distinct names, one per run")
     checks.out_dir(out)
-    records, splits, metric_names = {}, {}, {}
-    for name, run in zip(names, runs):
-        with RunStore.open(run) as opened:
-            store = scored_run(opened)  # an ensemble run: one record per fold and size
-            records[name] = store.results(include_failed=True)
-            splits[name] = {job_key(r): tuple(store.split(r.job_id)[2])
-                            for r in records[name] if r.status == "done"}
-            metric_names[name] = store.config_dict.get("metric")
-    if paired:
-        records = paired_records(records)
-    summaries = {name: summarize(recs, metric_names[name]) for name, recs in records.items()}
-    series = {name: ([r.size for r in recs if r.status == "done"],
-                     [r.metric for r in recs if r.status == "done"])
-              for name, recs in records.items()}
-    metrics = {s.metric_name for s in summaries.values()}
-    if len(metrics) > 1:
-        raise LeukolearnError(f"the runs score different metrics ({', '.join(sorted(metrics))})")
-    shared = set.intersection(*(set(s) for s in splits.values()))
-    if any(len({tuple(map(int, splits[n][j])) for n in names}) > 1 for j in shared):
-        raise LeukolearnError("the runs test the same job on different images: not the same "
-                              "folds (same dataset, protocol and --seed needed)")
-    metric = metrics.pop()
+    comparison = load_comparison(runs, names, paired=paired)
+    metric = comparison.metric_name
+    figure = methods_figure(comparison.series(), metric_name=metric_label(metric),
+                            chance_level=chance_level(metric))
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "summary.csv", compare_csv(summaries))
-    written = save_figure(methods_figure(series, metric_name=metric_label(metric),
-                                         chance_level=chance_level(metric)), out, "methods_vs_size")
-    for path in [out / "summary.csv", *written]:
+    write_text(out / "summary.csv", comparison.summary_csv())
+    write_text(out / "paired.csv", comparison.paired_csv())
+    written = save_figure(figure, out, "methods_vs_size")
+    page = render_comparison(comparison, (out / "methods_vs_size.png").read_bytes())
+    write_bytes(out / "compare.html", page.encode("utf-8"))  # bytes: no newline translation
+    for path in [out / "summary.csv", out / "paired.csv", *written, out / "compare.html"]:
         typer.echo(str(path))

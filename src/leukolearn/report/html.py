@@ -124,30 +124,30 @@ def render_report(run: str | Path, *, target: float = DEFAULT_TARGET, n_boot: in
         Section("run", "Run details", run_details(run, config, info, versions, records)),
     ]
     toc = "\n".join(f'<li><a href="#{s.anchor}">{esc(s.title)}</a></li>' for s in sections)
-    body = "\n".join(_render_section(s) for s in sections)
+    body = "\n".join(render_section(s) for s in sections)
     title = f"{info.name or 'run'} · {run.resolve().name}"
     subtitle = (f"{info.name or 'unnamed data set'} ({', '.join(info.class_names)}), "
                 f"protocol <code>{esc(config.get('protocol', '?'))}</code>, {metric}, "
                 f"{len(done)} finished jobs")
-    page, css = _templates()
+    page, css = page_templates()
     return page.substitute(
         title=esc(title), heading=esc(f"Run report: {run.resolve().name}"), subtitle=subtitle,
         generated=esc(f"{now:%Y-%m-%d %H:%M} UTC by leukolearn {_own_version()} · run "
                      f"created with leukolearn {versions.get('leukolearn', '?')}"),
-        toc=toc, body=body, css=css,
+        toc=toc, body=body, css=css, built="Built from the run's store by <code>leukolearn report</code>",
     )
 
 
 
-def _render_section(section: Section) -> str:
-    figures = "".join(_render_figure(f) for f in section.figures)
+def render_section(section: Section) -> str:
+    figures = "".join(render_figure(f) for f in section.figures)
     if figures:
         figures = f'<div class="figures">{figures}</div>'
     return (f'<section id="{section.anchor}"><h2>{esc(section.title)}</h2>'
             f"{section.body}{figures}</section>")
 
 
-def _render_figure(fig: ReportFigure) -> str:
+def render_figure(fig: ReportFigure) -> str:
     width, height = fig.size
     css_w = max(1, round(width * CSS_PX_PER_PNG_PX))
     css_h = max(1, round(height * CSS_PX_PER_PNG_PX))
@@ -161,7 +161,7 @@ def _render_figure(fig: ReportFigure) -> str:
 
 
 
-def _templates() -> tuple[Template, str]:
+def page_templates() -> tuple[Template, str]:
     """The page template and the CSS, read from the package (an installed wheel has them
     as package data), each time: two small files, next to nothing beside the figures."""
     folder = resources.files("leukolearn.report").joinpath("templates")
