@@ -20,6 +20,8 @@ run robust-restarts --preset robust-all-binary --restarts 3 --replicates 3
 # The recipe itself: 5 networks per fold and size, scored as one ensemble (replicates 0-2
 # are the networks of "restarts"; a sweep trains them again).
 run ensemble --preset ensemble-all-binary
+# The paper's CNN with 4x its filters per block, one network per job.
+run wide --model wide-cnn
 # At the largest size (200 is capped to the 197-198 images of a fold's pool): 3 networks,
 # replicate 0 is the paper preset's network unless it died.
 SIZES=200 run ensemble3-197 --restarts 3 --replicates 3 --ensemble
