@@ -50,6 +50,7 @@ _API = {
     "reload_cells": ("leukolearn.explain.runs", "reload_cells"),
     "explain_grid": ("leukolearn.explain.measures", "explain_grid"),
     "load_model": ("leukolearn.model.weights", "load_model"),
+    "load_models": ("leukolearn.model.weights", "load_models"),
     "PredictOptions": ("leukolearn.predict.predictor", "PredictOptions"),
     "predict_samples": ("leukolearn.predict.predictor", "predict_samples"),
     "LeukolearnError": ("leukolearn.errors", "LeukolearnError"),

@@ -107,7 +107,7 @@ def sweep(
                            label_table=label_table, dedupe=not keep_duplicates,
                            allow_outside_root=allow_outside_root, progress=not no_progress)
     say_dropped_classes(cells, config)
-    check_head_start(head, cells)  # its input size, before any job (each would fail on it)
+    check_head_start(head, cells, config.train.width)  # before any job (each would fail on it)
     # dataset.json records how the images were loaded from cells.source, as from Python.
     report = sweep_dataset(cells, config, out, jobs=jobs, batch_models=batch_models,
                            progress=not no_progress, executor=executor,

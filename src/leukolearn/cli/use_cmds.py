@@ -176,9 +176,9 @@ def calibrate(
     (reliability curve, ECE); `predict` then uses that threshold.
     """
     from leukolearn.errors import LeukolearnError
-    from leukolearn.model.weights import save_model
+    from leukolearn.model.weights import save_models
     from leukolearn.predict.predictor import MODEL_FILE, load_predictor
-    from leukolearn.predict.threshold import (calibrate_model, calibration_classes,
+    from leukolearn.predict.threshold import (calibrate_models, calibration_classes,
                                               calibration_rows)
 
     checks.probability(target_sensitivity, "--target-sensitivity", zero=False)
@@ -199,10 +199,10 @@ def calibrate(
                        allow_outside_root=allow_outside_root)
     idx, source = calibration_rows(cells, network.config.class_names, predictor.source, part,
                                    root)
-    calibrated = calibrate_model(network, cells.images[idx], cells.labels[idx], target_sensitivity,
-                                 positive=counted, source=source)
-    save_model(calibrated, out)
-    info = calibrated.config.extra["calibration"]
+    calibrated = calibrate_models(predictor.models, cells.images[idx], cells.labels[idx],
+                                  target_sensitivity, positive=counted, source=source)
+    save_models(calibrated, out)
+    info = calibrated[0].config.extra["calibration"]
     c = info["threshold"]
     if as_json:
         typer.echo(to_json({"model": str(out), "source": source, **info}))
@@ -281,6 +281,9 @@ def export(
     predictor = load_predictor(model)
     if predictor.kind != "model":
         raise LeukolearnError(f"{model} is a RUN; export one of its weights/<job>.safetensors")
+    if len(predictor.models) > 1:
+        raise LeukolearnError(f"{predictor.source}: an ensemble of {len(predictor.models)} "
+                              "networks; ONNX export takes one network")
     export_onnx(predictor.models[0], onnx, opset=opset)
     c = predictor.config
     if not as_json:

@@ -227,47 +227,68 @@ def default_train_config(cells: CellImages, **overrides) -> TrainConfig:
 
 def train_and_evaluate(
     cells: CellImages, sizes: SplitSizes, config: TrainConfig, *, seed: int, out_dir: Path,
-    fold: int = 0, progress: bool = True,
+    fold: int = 0, progress: bool = True, ensemble: int = 1,
 ) -> dict:
     """Split (see `default_split`), train, test, and write model.safetensors, history.json,
     metrics.json, split.json and train_config.json into out_dir. Returns the metrics; each
     of their `warnings` is also issued (`warnings.warn`: the CLI prints `warning:` lines).
     A head start (`config.init_from`) is recorded in the model file's config
-    (`extra["init_from"]`: the file and the checksum of its weights)."""
+    (`extra["init_from"]`: the file and the checksum of its weights).
+
+    `ensemble` K > 1 trains K networks on the same split, from the seeds a sweep gives
+    replicates 0..K-1 of this job (network 0 is the single training's), tests the mean of
+    their probabilities and saves them as one ensemble file (`model.weights.save_models`);
+    history.json then holds {"members": [one history per network]} and metrics.json a
+    "members" list of each network's epochs, time and restarts."""
     from leukolearn.analysis.domain import attach_domain_check
-    from leukolearn.model.weights import save_model
+    from leukolearn.model.weights import save_models
     from leukolearn.training.head_start import load_head_start
     from leukolearn.training.loop import predict_proba, train_model
 
+    if ensemble < 1:
+        raise LeukolearnError(f"an ensemble needs 1 or more networks, got {ensemble}")
     check_writable_dir(out_dir)  # before the training: its result must have a place to go
     # A bad file fails before the split and training; read once, for both.
     head = load_head_start(config.init_from, config.freeze_features)
     job = default_split(cells, sizes, seed=seed, fold=fold)
     split = {"train": job.train_idx, "val": job.val_idx, "test": job.test_idx}
-    result = train_model(cells, job.train_idx, job.val_idx, config, seed=job.seed,
-                         progress=progress, head=head)
-    # The domain check travels with the model (analysis.domain): fitted on its training
-    # cells, scaled by its validation cells.
-    attach_domain_check(result.model, cells.images[list(job.train_idx)],
-                        cells.images[list(job.val_idx)])
-    probs = predict_proba(result.model, cells.images[list(job.test_idx)])
-    if head is not None:
-        result.model.config = replace(result.model.config, extra={
-            **result.model.config.extra,
-            "init_from": {"path": str(head.path), "weights_blake2b": head.digest}})
+    seeds = [job.seed] + [job_seed(seed, job.fold, job.size, k) for k in range(1, ensemble)]
+    results = []
+    for member_seed in seeds:
+        result = train_model(cells, job.train_idx, job.val_idx, config, seed=member_seed,
+                             progress=progress, head=head)
+        # The domain check travels with the model (analysis.domain): fitted on its training
+        # cells, scaled by its validation cells.
+        attach_domain_check(result.model, cells.images[list(job.train_idx)],
+                            cells.images[list(job.val_idx)])
+        if head is not None:
+            result.model.config = replace(result.model.config, extra={
+                **result.model.config.extra,
+                "init_from": {"path": str(head.path), "weights_blake2b": head.digest}})
+        results.append(result)
+    test_images = cells.images[list(job.test_idx)]
+    probs = np.mean([predict_proba(r.model, test_images) for r in results], axis=0)
     metrics = evaluate(cells, np.asarray(job.test_idx), probs, seed=seed)
-    metrics.update(best_epoch=result.best_epoch, epochs_run=result.epochs_run,
-                   seconds=round(result.seconds, 1), degenerate=result.degenerate,
-                   restarts=result.restarts,
+    first = results[0]
+    metrics.update(best_epoch=first.best_epoch, epochs_run=first.epochs_run,
+                   seconds=round(sum(r.seconds for r in results), 1),
+                   degenerate=bool(np.ptp(probs, axis=0).max() == 0) if ensemble > 1 else first.degenerate,
+                   restarts=sum(r.restarts for r in results),
                    # how it ran, as a sweep records it per job: the float sums depend on it
-                   kernels=result.kernels, threads=result.threads, device=result.device,
+                   kernels=first.kernels, threads=first.threads, device=first.device,
                    n_train=len(job.train_idx), n_val=len(job.val_idx), seed=seed, fold=fold,
                    dataset_fingerprint=cells.fingerprint)
+    if ensemble > 1:
+        metrics["ensemble"] = ensemble
+        metrics["members"] = [{"seed": s, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+                               "seconds": round(r.seconds, 1), "degenerate": r.degenerate,
+                               "restarts": r.restarts} for s, r in zip(seeds, results)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # The model first: if the disk fills on a later file, the training is still kept.
-    save_model(result.model, out_dir / "model.safetensors")
-    write_json(out_dir / "history.json", result.history)
+    save_models([r.model for r in results], out_dir / "model.safetensors")
+    write_json(out_dir / "history.json", first.history if ensemble == 1 else
+               {"members": [r.history for r in results]})
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "train_config.json", config.to_dict())
     write_json(out_dir / "split.json", {

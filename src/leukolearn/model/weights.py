@@ -2,6 +2,11 @@
 
 Loading never runs code (no pickle), and a damaged or foreign file is refused with one
 line naming it. FORMAT_VERSION 1 files (no checksum) are still read.
+
+An ensemble file (`train --ensemble K`, ENSEMBLE_VERSION) holds K networks in one file:
+their tensors under "member{i}.", their configs as a JSON list, one checksum over all. A
+single network is still saved as FORMAT_VERSION, which earlier versions read; they refuse
+an ensemble file by its version, with one line.
 """
 from __future__ import annotations
 
@@ -19,8 +24,10 @@ from leukolearn.model.cnn import ModelConfig, PaperCNN
 
 
 FORMAT_VERSION = 2  # bump when the saved layout changes; load refuses versions it does not know
-# 1: no checksum (still read: files saved before version 2); 2: a checksum of the weights.
-_READABLE_VERSIONS = ("1", "2")
+# 1: no checksum (still read: files saved before version 2); 2: a checksum of the weights;
+# 3: several networks (an ensemble), each with its config, one checksum.
+ENSEMBLE_VERSION = 3
+_READABLE_VERSIONS = ("1", "2", "3")
 
 
 def save_model(model: PaperCNN, path: str | Path) -> Path:
@@ -36,6 +43,23 @@ def save_model(model: PaperCNN, path: str | Path) -> Path:
         "weights_blake2b": weights_digest(tensors),
     }
     # atomic: a reader never sees half a file, a full disk leaves none behind
+    return atomic_write(path, lambda tmp: save_tensors(tensors, tmp, metadata))
+
+
+def save_models(models: list[PaperCNN], path: str | Path) -> Path:
+    """One network as `save_model` saves it; several as one ensemble file (see the module
+    docstring), loaded back by `load_models`."""
+    if len(models) == 1:
+        return save_model(models[0], path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"member{i}.{k}": v.detach().cpu().contiguous()
+               for i, m in enumerate(models) for k, v in m.state_dict().items()}
+    metadata = {
+        "leukolearn_format": str(ENSEMBLE_VERSION),
+        "model_configs": json.dumps([json.loads(m.config.to_json()) for m in models]),
+        "weights_blake2b": weights_digest(tensors),
+    }
     return atomic_write(path, lambda tmp: save_tensors(tensors, tmp, metadata))
 
 
@@ -74,7 +98,18 @@ def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def load_model(path: str | Path) -> PaperCNN:
-    """Load a model saved by `save_model`; every problem is a `BadFileError` naming the file."""
+    """Load a network saved by `save_model`; every problem is a `BadFileError` naming the
+    file, an ensemble file too (a command that takes one network cannot use it)."""
+    models = load_models(path)
+    if len(models) > 1:
+        raise BadFileError(path, f"an ensemble of {len(models)} networks (`train --ensemble`): "
+                                 "predict, evaluate and calibrate take it, this needs one network")
+    return models[0]
+
+
+def load_models(path: str | Path) -> list[PaperCNN]:
+    """The networks of a model file: one (`save_model`) or an ensemble's (`save_models`);
+    every problem is a `BadFileError` naming the file."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -87,11 +122,12 @@ def load_model(path: str | Path) -> PaperCNN:
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise BadFileError(path, f"not a readable leukolearn model ({_one_line(exc)})") from None
     version = metadata.get("leukolearn_format")
-    if version is None or "model_config" not in metadata:
+    ensemble = version == str(ENSEMBLE_VERSION)
+    if version is None or ("model_configs" if ensemble else "model_config") not in metadata:
         raise BadFileError(path, "not a leukolearn model (no model config in the file)")
     if version not in _READABLE_VERSIONS:
         raise BadFileError(path, f"model format version {version}, this leukolearn reads "
-                                 f"{' and '.join(_READABLE_VERSIONS)}")
+                                 f"{', '.join(_READABLE_VERSIONS[:-1])} and {_READABLE_VERSIONS[-1]}")
     digest = metadata.get("weights_blake2b")
     if version != "1" and digest is None:
         raise BadFileError(path, "damaged: the checksum of the weights is missing")
@@ -99,21 +135,38 @@ def load_model(path: str | Path) -> PaperCNN:
         raise BadFileError(path, "damaged: the weights do not match the checksum stored "
                                  "with them (the file was changed after it was saved)")
     try:
-        config = ModelConfig.from_json(metadata["model_config"])
-        with torch.device("meta"):  # shapes only: a config claiming a huge input allocates nothing
-            expected = {k: tuple(v.shape) for k, v in PaperCNN(config).state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in tensors.items()}
-        if found != expected:
-            wrong = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
-            raise ValueError(f"{wrong[0]}: stored {found.get(wrong[0])}, "
-                             f"architecture needs {expected.get(wrong[0])}")
-        model = PaperCNN(config)
-        model.load_state_dict(tensors, strict=True)
+        if not ensemble:
+            return [_network(metadata["model_config"], tensors)]
+        configs = json.loads(metadata["model_configs"])
+        if not isinstance(configs, list) or len(configs) < 2:
+            raise ValueError("an ensemble file needs the configs of 2 or more networks")
+        models = [_network(json.dumps(c), {k[len(f"member{i}."):]: v for k, v in tensors.items()
+                                           if k.startswith(f"member{i}.")})
+                  for i, c in enumerate(configs)]
+        if sum(len(m.state_dict()) for m in models) != len(tensors):
+            raise ValueError("tensors of networks the file has no config for")
+        if len({(m.config.input_size, m.config.class_names) for m in models}) > 1:
+            raise ValueError("its networks disagree on input size or classes")
+        return models
     except (TypeError, ValueError, json.JSONDecodeError, LeukolearnError, RuntimeError) as exc:
         raise BadFileError(
             path, f"weights do not match the stored architecture ({_one_line(exc)})") from None
-    model.eval()
-    return model
+
+
+def _network(config_json: str, tensors: dict[str, torch.Tensor]) -> PaperCNN:
+    """A network of `config_json` holding `tensors`; ValueError naming the first tensor
+    whose name or shape the architecture does not have."""
+    config = ModelConfig.from_json(config_json)
+    with torch.device("meta"):  # shapes only: a config claiming a huge input allocates nothing
+        expected = {k: tuple(v.shape) for k, v in PaperCNN(config).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if found != expected:
+        wrong = sorted(set(found) ^ set(expected)) or [k for k in expected if found[k] != expected[k]]
+        raise ValueError(f"{wrong[0]}: stored {found.get(wrong[0])}, "
+                         f"architecture needs {expected.get(wrong[0])}")
+    model = PaperCNN(config)
+    model.load_state_dict(tensors, strict=True)
+    return model.eval()
 
 
 def _one_line(exc: Exception, limit: int = 300) -> str:

@@ -1,7 +1,8 @@
 """Applying saved models to new cells: per-cell calls and per-sample blast fractions.
 
 Sources (`load_predictor`):
-- a model file (`model.safetensors`, or the folder `leukolearn train --out` wrote);
+- a model file (`model.safetensors`, or the folder `leukolearn train --out` wrote), of one
+  network or of an ensemble (`train --ensemble K`: the mean of their probabilities);
 - a RUN (a sweep's run directory): every fold model (and replicate) of one training size,
   the largest by default, averaged: the ensemble's blast probability is the mean of theirs.
 
@@ -41,7 +42,7 @@ from leukolearn.data.decode import read_image
 from leukolearn.errors import BadFileError, LeukolearnError
 from leukolearn.files import write_csv, write_json
 from leukolearn.model.cnn import PaperCNN
-from leukolearn.model.weights import load_model
+from leukolearn.model.weights import load_model, load_models
 from leukolearn.predict.counts import (CONFIDENCE, DIAGNOSTIC_THRESHOLD, MIN_SEPARATION, ErrorRates, SampleResult, check_fraction, summarize_sample)
 from leukolearn.predict.domain import checks_of, sample_verdict, with_verdict
 from leukolearn.predict.samples import (collect_samples, read_sample_manifest)
@@ -133,7 +134,7 @@ def load_predictor(path: str | Path, *, size: int | None = None) -> Predictor:
         raise LeukolearnError("--size applies to a RUN directory, not to a single model")
     if path.is_dir() and (path / MODEL_FILE).is_file():
         path = path / MODEL_FILE
-    return Predictor([load_model(path)], path, "model")
+    return Predictor(load_models(path), path, "model")  # one network, or an ensemble file's
 
 
 # ---- samples ----------------------------------------------------------------------------------

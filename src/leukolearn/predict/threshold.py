@@ -2,7 +2,7 @@
 
 The arithmetic (the highest cut-off with sensitivity >= a target, the reliability curve)
 is `leukolearn.analysis.calibration`'s; this module decides *which* predictions it runs on and
-stores the result in a model (`calibrate_model`, for `leukolearn calibrate`).
+stores the result in a model (`calibrate_models`, for `leukolearn calibrate`).
 
 Threshold (`resolve_threshold`), first that applies:
 1. `threshold` given: used as is.
@@ -14,11 +14,11 @@ Threshold (`resolve_threshold`), first that applies:
    cells, so it is not an independent estimate, and the ensemble (mean of all folds) is
    somewhat more confident than the single fold models the threshold was chosen on.
 3. `target_sensitivity` given, model file: refused unless the model carries a threshold
-   chosen for that target by `calibrate_model` (`leukolearn calibrate`), which stores it
+   chosen for that target by `calibrate_models` (`leukolearn calibrate`), which stores it
    with its calibration in `ModelConfig.extra`; by default on the validation images of the
    model's split (`held_out_ids`: the `split.json` that `leukolearn train` wrote beside the
    model, or the run store of a sweep's `RUN/weights/<job>.safetensors`).
-4. a threshold stored in the model (`calibrate_model`);
+4. a threshold stored in the model (`calibrate_models`);
 5. 0.5.
 
 Error rates at the threshold in use (`error_rates`), for the adjusted count of
@@ -156,7 +156,7 @@ def stored_calibration(model: PaperCNN) -> dict | None:
 
 def recorded_positive(model: PaperCNN) -> list[str] | None:
     """The positive classes a model file records, if it does: ModelConfig.extra's
-    `POSITIVE_KEY`, else those it was calibrated with (`calibrate_model` stores both)."""
+    `POSITIVE_KEY`, else those it was calibrated with (`calibrate_models` stores both)."""
     extra = model.config.extra
     recorded = extra.get(POSITIVE_KEY) or (extra.get("calibration") or {}).get("positive")
     return list(recorded) if recorded else None
@@ -176,7 +176,7 @@ def positive_name(class_names: Sequence[str], positive: Sequence[int]) -> str:
 def calibration_classes(model_names: Sequence[str], layout: str,
                         named: Sequence[str] | None) -> tuple[bool, list[str] | None]:
     """How `leukolearn calibrate` reads its labelled images for a model with classes
-    `model_names`: (multiclass, the positive classes for `calibrate_model`).
+    `model_names`: (multiclass, the positive classes for `calibrate_models`).
 
     `named` (its --positive) makes a binary task (("other", "ig")) like the one the model
     was trained on; but where the model itself has the classes named and is not that
@@ -200,26 +200,32 @@ def as_model_classes(names: Sequence[str], model_names: Sequence[str]) -> tuple[
     return tuple(names)
 
 
-def calibrate_model(model: PaperCNN, images: np.ndarray, labels: np.ndarray,
-                    target_sensitivity: float, *, positive: Sequence[str] | None = None,
-                    source: str = "", n_bins: int = 10) -> PaperCNN:
-    """A copy of `model` whose ModelConfig.extra holds a threshold for `target_sensitivity`
-    chosen on these labelled images (held out from training!) and their reliability curve.
-    `model` itself is left as it was."""
-    pos = model_positive(model, positive)
-    score = np.clip(predict_proba(model, images)[:, pos].sum(axis=1), 0, 1)
+def calibrate_models(models: Sequence[PaperCNN], images: np.ndarray, labels: np.ndarray,
+                     target_sensitivity: float, *, positive: Sequence[str] | None = None,
+                     source: str = "", n_bins: int = 10) -> list[PaperCNN]:
+    """Copies of a model file's networks (one, or an ensemble's) whose ModelConfig.extra
+    holds a threshold for `target_sensitivity` chosen on these labelled images (held out
+    from training!) and their reliability curve. An ensemble is scored as `predict` scores
+    it, by the mean of its networks' probabilities, and each network stores the same
+    calibration (beside its own domain check). `models` are left as they were."""
+    pos = model_positive(models[0], positive)
+    probs = np.mean([predict_proba(m, images) for m in models], axis=0)
+    score = np.clip(probs[:, pos].sum(axis=1), 0, 1)
     y = np.isin(labels, pos)
     choice = choose_threshold(y, score, target_sensitivity, source=source)
     curve = reliability_curve(y, score, n_bins)
-    names = [model.config.class_names[i] for i in pos]
+    names = [models[0].config.class_names[i] for i in pos]
     # POSITIVE_KEY as well: the calibrated file then says which class it counts, and
     # `predict` needs no --positive for it (even for a model whose names do not say).
-    extra = {**model.config.extra, POSITIVE_KEY: names, "threshold": choice.threshold,
-             "calibration": {"positive": names, "threshold": choice.to_dict(),
-                             "reliability": curve.to_dict(), "source": source}}
-    calibrated = PaperCNN(replace(model.config, extra=extra))
-    calibrated.load_state_dict(model.state_dict())
-    return calibrated.eval()
+    calibration = {POSITIVE_KEY: names, "threshold": choice.threshold,
+                   "calibration": {"positive": names, "threshold": choice.to_dict(),
+                                   "reliability": curve.to_dict(), "source": source}}
+    calibrated = []
+    for model in models:
+        copy = PaperCNN(replace(model.config, extra={**model.config.extra, **calibration}))
+        copy.load_state_dict(model.state_dict())
+        calibrated.append(copy.eval())
+    return calibrated
 
 
 def resolve_threshold(predictor: Predictor, positive: Sequence[int], *,
