@@ -172,6 +172,7 @@ def test_a_percentage_is_refused_with_the_fraction_to_give():
 
 
 # ---- a simulation --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_simulation_adjusted_count_is_unbiased_where_the_raw_count_is_not():
     """Samples of 400 cells at 5, 20, 40 % blasts through a classifier with TPR 0.85 and FPR
     0.15 (binomial draws), its rates measured each time on 200 + 200 held-out cells."""

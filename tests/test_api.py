@@ -40,6 +40,7 @@ def test_import_pulls_in_no_stage_until_used():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_the_documented_example_runs(tmp_path):
     from leukolearn.data.synthetic import make_binary, write_image_folder
 

@@ -50,6 +50,7 @@ def shuffled(cells: CellImages, seed: int = 1) -> CellImages:
 
 @pytest.mark.parametrize("name, data", [("handcrafted-logreg", lambda c: c),
                                         ("background-logreg", tinted)])
+@pytest.mark.slow
 def test_each_baseline_learns_what_it_can_see(cells, name, data):
     runner = FeatureRunner(MODELS[name].feature_set)
     data = data(cells)
@@ -78,6 +79,7 @@ def test_registry_lists_and_selects_models(capsys):
     assert code == 0 and set(json.loads(out)) == set(MODELS)
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_a_baseline_through_the_protocol_and_store(cells, tmp_path, capsys):
     from leukolearn.data.synthetic import write_image_folder
     from leukolearn.runstore.store import RunStore

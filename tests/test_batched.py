@@ -117,6 +117,7 @@ def _kill(model):
 
 
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.slow
 def test_batched_training_equals_separate_trainings(request, monkeypatch, case):
     case = CASES[case]
     cells = request.getfixturevalue(case.cells)
@@ -170,6 +171,7 @@ def test_batched_training_equals_separate_trainings(request, monkeypatch, case):
 
 
 @pytest.mark.parametrize("max_epochs, patience", [(3, 2), (2, 5)])
+@pytest.mark.slow
 def test_without_a_best_epoch_both_paths_keep_the_last_weights(cells, max_epochs, patience):
     # lr 1e38 makes the losses NaN from the first epoch on: no epoch is ever best, so both
     # keep the weights the network ended with -- whether it early-stops and leaves the
@@ -190,6 +192,7 @@ def test_without_a_best_epoch_both_paths_keep_the_last_weights(cells, max_epochs
                            for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_each_network_early_stops_on_its_own(cells, monkeypatch):
     # Job 1's validation loss only rises after epoch 1: with patience 1 it stops at epoch 2.
     real = batched_module._val_losses
@@ -221,6 +224,7 @@ def test_auto_device_without_gpu_runs_on_cpu(cells, monkeypatch):
     assert result.epochs_run == 1
 
 
+@pytest.mark.slow
 def test_sweep_batches_jobs_through_run_many(tmp_path, cells):
     """run_sweep(batch_models=K) hands K jobs at a time to TrainingRunner.run_many and
     stores the same results as the one-job-at-a-time path (up to float rounding)."""

@@ -62,6 +62,7 @@ def ig_model(ig_folder, tmp_path_factory):
 
 
 # ---- train -> predict --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_train_with_positive_ig_makes_an_other_ig_model(ig_model):
     assert load_model(ig_model / "model.safetensors").config.class_names == ("other", "ig")
     assert json.loads((ig_model / "metrics.json").read_text())["class_names"] == ["other", "ig"]

@@ -120,6 +120,7 @@ def test_predict_on_a_truncated_model_is_a_one_line_error(tmp_path, capsys):
     assert_one_line_error(code, err, "model.safetensors")
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     code, out, err = run(["demo", "--out", str(tmp_path / "demo"), "--per-class", "10",
                           "--max-epochs", "2", "--patience", "2"], capsys)

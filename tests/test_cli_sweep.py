@@ -86,6 +86,7 @@ def test_parse_sizes():
         parse_sizes("ten")
 
 
+@pytest.mark.slow
 def test_batched_models_through_the_cli(png_folder, tmp_path, capsys):
     out = tmp_path / "batched"
     code, _, err = run(["sweep", "folder", str(png_folder), "--out", str(out), *TINY,

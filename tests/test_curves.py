@@ -37,6 +37,7 @@ def test_fit_recovers_a_noisy_curve_within_tolerance():
     assert np.max(np.abs(fit(grid) - inverse_power_law(grid, *TRUE))) < 0.01
 
 
+@pytest.mark.slow
 def test_bootstrap_interval_contains_the_truth():
     plan = plan_annotation(SIZES, synthetic(seed=1), 0.95, n_boot=200, seed=0)
     assert not plan.plateau
@@ -101,6 +102,7 @@ def test_metric_table_has_one_row_per_size_and_one_column_per_fold(curve_run):
     assert plan.fit.a == pytest.approx(TRUE[0], abs=0.03)
 
 
+@pytest.mark.slow
 def test_plan_command_end_to_end(curve_run, tmp_path, capsys):
     main(["plan", str(curve_run), "--target-auc", "0.95", "--n-boot", "100",
           "--figure-dir", str(tmp_path), "--json"])

@@ -58,6 +58,7 @@ def share_of_samples_outside(model, d, n_cells=20, n_samples=200):
 
 
 @pytest.mark.parametrize("shift", [recoloured, rescaled])
+@pytest.mark.slow
 def test_shifted_cells_are_flagged_and_in_domain_cells_pass(setting, shift):
     images, model, test = setting
     d_in = distances(model, images[test])

@@ -36,6 +36,7 @@ def test_separation_ignores_the_query_itself_even_with_duplicates():
     assert np.isnan(separation(x[:2], np.array([0, 0]))["silhouette"])
 
 
+@pytest.mark.slow
 def test_tsne_shape_determinism_and_separation():
     x, y = _clusters(20)
     a, b = tsne_2d(x, seed=3), tsne_2d(x, seed=3)

@@ -152,6 +152,7 @@ def test_the_recipe_returns_no_dead_network_where_the_paper_settings_do():
     assert not any(dead["ensemble-all-binary"])
 
 
+@pytest.mark.slow
 def test_summary_and_report_of_an_ensemble_run(ensemble_run, capsys, tmp_path):
     code, out, err = run_cli(["summary", ensemble_run, "--json"], capsys)
     assert code == 0, err

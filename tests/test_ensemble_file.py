@@ -59,6 +59,7 @@ def test_an_ensemble_file_round_trips_and_a_changed_byte_is_refused(tmp_path):
     assert all(v.equal(one[k]) for k, v in models[0].state_dict().items())
 
 
+@pytest.mark.slow
 def test_member_0_is_the_single_training_and_the_test_scores_their_mean(trained, image_folder):
     single = json.loads((trained / "single" / "metrics.json").read_text())
     metrics = json.loads((trained / "ensemble" / "metrics.json").read_text())

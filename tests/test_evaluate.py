@@ -142,6 +142,7 @@ def test_evaluate_command_writes_its_files_and_refuses_without_out(tmp_path, cap
     assert len((out / "cells.csv").read_text().splitlines()) == 13
 
 
+@pytest.mark.slow
 def test_report_shows_every_evaluation_kept_in_the_run(tmp_path):
     from leukolearn.report.html_evaluations import evaluations_section
 

@@ -13,6 +13,7 @@ from leukolearn.model.weights import save_model
 ort = pytest.importorskip("onnxruntime")
 
 
+@pytest.mark.slow
 def test_onnx_runtime_matches_pytorch(tmp_path):
     model = build_model(ModelConfig(input_size=190, n_classes=3, class_names=("a", "b", "blast")),
                         init="torch", seed=0)

@@ -102,7 +102,7 @@ def test_sigkill_at_random_moments_loses_nothing(data, env, tmp_path):
 
 
 @pytest.mark.parametrize("jobs, start_method", [
-    (1, None), pytest.param(2, "fork", marks=pytest.mark.slow),
+    pytest.param(1, None, marks=pytest.mark.slow), pytest.param(2, "fork", marks=pytest.mark.slow),
     pytest.param(2, "spawn", marks=pytest.mark.slow),
     pytest.param(2, "ray", marks=pytest.mark.slow, id="2-ray-executor")])
 def test_ctrl_c_keeps_finished_jobs_and_says_how_to_resume(data, env, tmp_path, jobs,
@@ -125,6 +125,7 @@ def test_ctrl_c_keeps_finished_jobs_and_says_how_to_resume(data, env, tmp_path, 
     assert 1 <= len(kept) < KILL_JOBS
 
 
+@pytest.mark.slow
 def test_second_sweep_on_a_run_is_refused_while_the_first_writes(data, env, tmp_path):
     run = tmp_path / "run"
     first = start(env, data, run, SMALL)

@@ -181,6 +181,7 @@ def test_batched_training_equals_separate_trainings_from_a_head_start(cells, sou
                 assert torch.equal(g, want_features[name]), name
 
 
+@pytest.mark.slow
 def test_fine_tuning_beats_a_fresh_start_on_few_cells(tmp_path):
     """A model of the same synthetic task (80 cells), fine-tuned on 10 new cells for 5
     epochs, under other class names (so its classifier starts fresh: only the conv blocks

@@ -124,6 +124,7 @@ def test_a_dead_network_counts_as_no_separation():
 # --------------------------------------------------------------------------- commands
 
 
+@pytest.mark.slow
 def test_explain_writes_the_fig4b_grid(run, tmp_path, capsys):
     main(["explain", str(run), "--fold", "1", "--sizes", "4,8,100", "--out", str(tmp_path),
           "--no-progress"])
@@ -145,6 +146,7 @@ def test_explain_writes_the_fig4b_grid(run, tmp_path, capsys):
     assert "no image 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_embed_writes_tsne_panels_and_a_separation_row_per_job(run, tmp_path):
     main(["embed", str(run), "--sizes", "4,8", "--out", str(tmp_path), "--no-progress"])
     assert_sane_png(tmp_path / "fig5_tsne_fold00.png")
@@ -161,6 +163,7 @@ def test_embed_writes_tsne_panels_and_a_separation_row_per_job(run, tmp_path):
     assert (table.measured, table.reused) == (0, 4) and table.rows == rows
 
 
+@pytest.mark.slow
 def test_focus_shares_per_job_sum_to_one(run, tmp_path, capsys):
     main(["focus", str(run), "--out", str(tmp_path), "--no-progress"])
     assert "stain segmentation" in capsys.readouterr().err
@@ -176,6 +179,7 @@ def test_focus_shares_per_job_sum_to_one(run, tmp_path, capsys):
 # --------------------------------------------------------------------------- shortcut
 
 
+@pytest.mark.slow
 def test_shortcut_makes_three_resumable_runs_that_reload(tmp_path, capsys):
     root = image_folder(tmp_path / "data", 8)
     out = tmp_path / "sc"

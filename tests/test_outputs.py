@@ -271,6 +271,7 @@ DISK_FULL = {
 
 
 @pytest.mark.parametrize("command", DISK_FULL)
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_keeps_what_was_written(command, cells, model, run,
                                                             tmp_path, monkeypatch, capsys):
     args, _, kind = COMMANDS[command]

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 WINDOWS_LACKS = ("fcntl", "resource", "termios", "grp", "pwd")
 
 _SCRIPT = textwrap.dedent("""
@@ -35,6 +37,7 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_every_module_imports_without_posix_only_modules(tmp_path):
     run = subprocess.run([sys.executable, "-c", _SCRIPT.format(blocked=WINDOWS_LACKS)],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)

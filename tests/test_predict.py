@@ -306,6 +306,7 @@ def pooled_rates(run_dir, size, threshold, job_id=None):
     return np.mean(p[y] >= threshold), np.mean(p[~y] >= threshold), int(y.sum()), int((~y).sum())
 
 
+@pytest.mark.slow
 def test_run_counts_are_corrected_for_its_error_rates(fake_run, patients, tmp_path, capsys):
     from leukolearn.predict.counts import adjusted_count
 

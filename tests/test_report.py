@@ -120,6 +120,7 @@ def binary_report(binary_run):
     return write_report(binary_run, n_boot=N_BOOT).read_text()
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_every_image_is_an_embedded_png(binary_run, binary_report):
     assert (binary_run / "report.html").is_file()
     assert not list(binary_run.glob(".report*"))  # no temporary file left behind
@@ -192,6 +193,7 @@ def test_multiclass_run_shows_the_confusion_matrix_and_no_calibration(tmp_path):
         decode_png(img["src"])
 
 
+@pytest.mark.slow
 def test_learning_curve_is_skipped_with_a_note_when_too_few_sizes(tmp_path):
     run = make_run(tmp_path / "run", name="my-lab", sizes=(6, 12))
     text = render_report(run, n_boot=N_BOOT)
@@ -222,6 +224,7 @@ def test_write_is_atomic_and_keeps_the_old_report_on_failure(binary_run, tmp_pat
     assert write_report(binary_run, deeper) == deeper and deeper.read_text() == "new"
 
 
+@pytest.mark.slow
 def test_report_command_writes_the_file_and_names_it(binary_run, tmp_path, capsys):
     main(["report", str(binary_run), "--out", str(tmp_path / "r.html"), "--n-boot", "20"])
     assert capsys.readouterr().out.strip() == str(tmp_path / "r.html")

@@ -211,6 +211,7 @@ def report(tmp_path_factory):
     return write_report(run, n_boot=40)
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium(chromium, report, tmp_path):
     with tempfile.TemporaryDirectory(prefix="leukolearn-chromium-") as profile:
         browser = Browser(chromium, profile)

@@ -139,6 +139,7 @@ def all_idb2_with_masks(tmp_path):
     return img, masks
 
 
+@pytest.mark.slow
 def test_the_command_reuses_a_sweep_loaded_without_masks(tmp_path, capsys, monkeypatch):
     # The paper sweep is loaded without --masks, the control with them: the same images,
     # so the same fingerprint (no network reads the masks), and the jobs carry over.

@@ -272,6 +272,7 @@ def test_the_kernels_compute_the_same_at_every_vector_width(tmp_path, defines):
     assert err < 1e-4  # outputs, gradients and the augmentation as PyTorch computes them
 
 
+@pytest.mark.slow
 def test_without_a_compiler_one_warning_says_so_and_pytorch_runs(tmp_path):
     nothing = tmp_path / "empty-path"
     nothing.mkdir()

@@ -40,6 +40,7 @@ def test_normalising_brings_another_stain_to_the_target():
     np.testing.assert_array_equal(normalise(blank, target), blank)
 
 
+@pytest.mark.slow
 def test_a_stain_normalised_model_stores_its_target_and_is_stain_invariant():
     cells = make_binary(20, size=SIZE, seed=2)
     idx = np.arange(len(cells.labels))

@@ -136,6 +136,7 @@ def test_two_workers_give_the_same_results_as_one(tmp_path, cells, plan, start_m
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)
+@pytest.mark.slow
 def test_interrupt_in_a_worker_stops_the_sweep(tmp_path, cells, plan, start_method):
     report = sweep(tmp_path, cells, plan, FakeRunner(interrupt_after=0), jobs=2,
                    start_method=start_method)
@@ -187,6 +188,7 @@ class DyingRunner(FakeRunner):
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)
+@pytest.mark.slow
 def test_a_worker_that_dies_fails_its_job_and_a_resume_finishes(tmp_path, cells, plan,
                                                                 start_method):
     runner = DyingRunner()
@@ -301,6 +303,7 @@ def test_summary_of_a_fake_run(tmp_path, cells, plan):
     assert summary.to_dict()["rows"][0]["size"] == 4
 
 
+@pytest.mark.slow
 def test_restarts_are_stored_and_summarised(tmp_path, cells, plan, capsys, monkeypatch):
     from leukolearn.cli.sweep_cmds import _print_table
 
@@ -407,6 +410,7 @@ def test_a_batched_sweep_records_that_no_fused_kernels_ran(tmp_path):
     assert _tiny_real_sweep(tmp_path, "batched", batch_models=2) == {(False, 1, "cpu")}
 
 
+@pytest.mark.slow
 def test_a_cpu_sweep_records_the_fused_kernels_it_ran(tmp_path):
     from leukolearn.model import kernels
 

@@ -190,6 +190,7 @@ def test_jitter_zero_centres_every_cell_and_fixes_its_size():
 # ----------------------------------------------------------------- where the signal lives
 
 
+@pytest.mark.slow
 def test_simple_classifier_finds_blasts_when_the_cell_carries_the_class(binary_sets):
     train, test = binary_sets["cell"]
     assert held_out_accuracy(train, test, whole_image) > 0.9
@@ -207,6 +208,7 @@ def test_background_signal_leaves_the_cell_uninformative(binary_sets):
     assert held_out_accuracy(train, test, background_region) > 0.9
 
 
+@pytest.mark.slow
 def test_both_signals_inform_both_regions(binary_sets):
     train, test = binary_sets["both"]
     assert held_out_accuracy(train, test, cell_region) > 0.9

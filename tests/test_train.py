@@ -54,6 +54,7 @@ def test_history_and_best_epoch_are_consistent(trained):
     assert all(np.isfinite(h["train_loss"]) for h in trained.history)
 
 
+@pytest.mark.slow
 def test_best_validation_weights_are_kept(cells, split):
     # With patience 3 training runs past the best epoch; the returned model must give
     # exactly the best epoch's validation loss, not the last one's.
@@ -223,6 +224,7 @@ def test_a_network_with_a_constant_output_is_degenerate(cells, split):
     assert finish(model, stopping, cells.images[split.val], 0.0).degenerate
 
 
+@pytest.mark.slow
 def test_a_wider_network_learns_and_has_the_widened_filters(cells, split):
     from leukolearn.model.cnn import PAPER_FILTERS
 

@@ -44,6 +44,7 @@ def imbalanced_folder(tmp_path_factory):
     return load_dataset("folder", root, positive=["blast"], progress=False)
 
 
+@pytest.mark.slow
 def test_a_binary_folder_split_is_balanced(imbalanced_folder):
     cells = imbalanced_folder
     assert cells.source.name == "folder" and cells.class_counts() == {"other": 100, "blast": 10}
