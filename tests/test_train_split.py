@@ -10,6 +10,7 @@ import pytest
 from leukolearn.data.cellimages import CellImages, DatasetSource
 from leukolearn.data.synthetic import make_binary, make_cells, write_image_folder
 from leukolearn.errors import LeukolearnError
+from leukolearn.experiments.protocol import ProtocolOptions, make_plan
 from leukolearn.experiments.single import (MIN_PER_CLASS, SplitSizes, balanced_split,
                                            default_split, evaluate, single_split)
 from helpers import run_cli
@@ -79,10 +80,25 @@ def test_all_idb2_keeps_the_papers_fold():
     source = DatasetSource("all-idb2", "/data/ALL_IDB2/img")
     cells = _cells((130, 130), names=("other", "blast"), source=source)
     job = default_split(cells, SplitSizes(), seed=3)
-    assert job == single_split(cells, SplitSizes(200, 25, 25), seed=3)
-    assert len(job.test_idx) == 26 and len(job.val_idx) == 25  # 260 / 10 folds, as before
+    assert job == single_split(cells, SplitSizes(200, None, 25), seed=3)
+    assert len(job.test_idx) == 26 and len(job.val_idx) == 26  # 260 / 10 folds; the next fold validates
+    # train --fold F is the sweep's job fF-n{size}-s0: same images, same training seed
+    plan = make_plan("all", cells.labels, ProtocolOptions(sizes=(10,), seed=3))
+    for fold in (0, 6, 9):
+        assert default_split(cells, SplitSizes(train=10), seed=3, fold=fold) == plan[fold]
     # the same labels from another layout: the balanced split
     assert default_split(replace(cells, source=None), SplitSizes(), seed=3) != job
+
+
+def test_all_idb2_with_near_duplicates_removed_trains_on_every_fold():
+    """247 images make folds of 24 and 25: the default validates on the whole next fold;
+    a --val-size larger than that fold says what to change."""
+    cells = _cells((124, 123), names=("other", "blast"), source=DatasetSource("all-idb2", "/d"))
+    sizes = [len(default_split(cells, SplitSizes(train=10), seed=0, fold=f).val_idx) for f in range(10)]
+    assert set(sizes) == {24, 25}
+    short = sizes.index(24)  # a fold whose next fold holds 24 images
+    with pytest.raises(LeukolearnError, match="validation size 25 is more than the 24.*lower --val-size"):
+        default_split(cells, SplitSizes(train=10, val=25), seed=0, fold=short)
 
 
 def test_a_multiclass_split_is_stratified_with_enough_of_every_class():

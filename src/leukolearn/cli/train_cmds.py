@@ -61,7 +61,7 @@ def train(
     root: Path = RootArg,
     out: Path = typer.Option(..., "--out", help="Folder for model, history and test metrics."),
     train_size: int = typer.Option(SplitSizes.train, "--train-size", help="Training images.", rich_help_panel=SPLIT),
-    val_size: Optional[int] = typer.Option(SplitSizes.val, "--val-size", help=f"Validation images (early stopping). Default {PAPER_VAL}; more classes: at least {MIN_PER_CLASS} a class or {VAL_SHARE:.0%} of it, whichever is smaller.", rich_help_panel=SPLIT),
+    val_size: Optional[int] = typer.Option(SplitSizes.val, "--val-size", help=f"Validation images (early stopping). Default {PAPER_VAL} (ALL-IDB2: the next fold's test set, as in the paper and sweep); more classes: at least {MIN_PER_CLASS} a class or {VAL_SHARE:.0%} of it, whichever is smaller.", rich_help_panel=SPLIT),
     test_size: Optional[int] = typer.Option(SplitSizes.test, "--test-size", help=f"Test images. Default {PAPER_TEST}; more classes: at least {MIN_PER_CLASS} a class. Two classes: half from each (ALL-IDB2: the paper's fold).", rich_help_panel=SPLIT),
     fold: int = typer.Option(0, "--fold", help="Which of the disjoint test sets of that size is the test set.", rich_help_panel=SPLIT),
     seed: int = typer.Option(0, "--seed", help="Seeds the split, the initialisation and the augmentation.", rich_help_panel=TRAINING),

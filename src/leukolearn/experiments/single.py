@@ -73,19 +73,27 @@ def default_split(cells: CellImages, sizes: SplitSizes, *, seed: int, fold: int 
 
 def single_split(cells: CellImages, sizes: SplitSizes, *, seed: int, fold: int = 0) -> Job:
     """One job of the paper's ALL protocol: fold `fold` of a stratified partition into
-    round(N / test) folds is the test set, `val` images of the next fold validate, and a
-    class-balanced `train` images of the rest train. A training size larger than the pool
-    is cut to the pool with a warning (ALL-IDB2 without its 13 near-duplicates has 247
-    images, so 25 + 25 leave 197, not the paper's 200)."""
+    round(N / test) folds is the test set, the next fold validates (all of it, as in the
+    authors' script and `sweep`, or `val` images of it), and a class-balanced `train`
+    images of the rest train. With the default sizes this is the sweep's job
+    f{fold}-n{train}-s0 of the same seed, the same images and the same training seed. A
+    training size larger than the pool is cut to the pool with a warning (ALL-IDB2 without
+    its 13 near-duplicates has 247 images in folds of 24 or 25, which leave 197 or 198,
+    not the paper's 200)."""
     _check_classes(cells, seed)
     test = PAPER_TEST if sizes.test is None else sizes.test
-    val = PAPER_VAL if sizes.val is None else sizes.val
     folds = max(2, round(len(cells) / test))
     if not 0 <= fold < folds:
         raise LeukolearnError(f"--fold must be between 0 and {folds - 1}, got {fold}")
-    options = ProtocolOptions(folds=folds, sizes=(sizes.train,), val_size=val, seed=seed,
+    options = ProtocolOptions(folds=folds, sizes=(sizes.train,), val_size=sizes.val, seed=seed,
                               run_folds=fold + 1, cap_sizes=True)
-    return make_plan("all", cells.labels, options)[fold]
+    try:
+        return make_plan("all", cells.labels, options)[fold]
+    except LeukolearnError as err:
+        if sizes.val is None:
+            raise
+        raise LeukolearnError(f"{err}; --val-size draws from the next fold's test set, so "
+                              "lower --val-size or leave it out (the whole next fold)") from None
 
 
 def balanced_split(cells: CellImages, sizes: SplitSizes, *, seed: int, fold: int = 0) -> Job:
