@@ -513,6 +513,9 @@ BAD_SWEEP_OPTIONS = [  # extra arguments -> words of the one error line
     (["--size", "5"], "input size 5 px is too small"),
     (["--jobs", "0"], "--jobs must be at least 1"),
     (["--jobs", "-2"], "--jobs must be at least 1"),
+    (["--label-smoothing", "0.5"], "label smoothing must be in [0, 0.5)"),
+    (["--optimizer", "sgd"], "unknown optimizer 'sgd'"),
+    (["--lr", "0"], "learning rate must be positive"),
 ]
 BAD_TRAIN_OPTIONS = [
     (["--train-size", "0"], "--train-size must be at least 1"),
@@ -522,6 +525,7 @@ BAD_TRAIN_OPTIONS = [
     (["--seed", "-1"], "seed must be 0 or more"),
     (["--max-epochs", "0"], "max-epochs must be at least 1"),
     (["--patience", "-1"], "patience must be at least 1"),
+    (["--label-smoothing", "-0.1"], "label smoothing must be in [0, 0.5)"),
     (["--size", "5"], "input size 5 px is too small"),
 ]
 

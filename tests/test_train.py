@@ -55,6 +55,21 @@ def test_history_and_best_epoch_are_consistent(trained):
 
 
 @pytest.mark.slow
+def test_label_smoothing_keeps_the_probabilities_off_0_and_1(cells, split, trained):
+    """Smoothed targets 0.85 / 0.15 (0.3 over 2 classes): the network still separates the
+    classes, and no longer drives its training cells towards certainty as plain
+    cross-entropy does."""
+    config = TrainConfig.binary(max_epochs=25, patience=8, label_smoothing=0.3)
+    smoothed = train_model(cells, split.train, split.val, config, seed=0)
+    probs = predict_proba(smoothed.model, cells.images[split.test])
+    assert roc_auc(cells.labels[split.test], probs[:, 1]) > 0.9
+    def confidence(model):  # the median over training cells of the larger probability
+        return np.median(predict_proba(model, cells.images[split.train]).max(axis=1))
+
+    assert confidence(trained.model) > 0.97 and confidence(smoothed.model) < 0.92
+
+
+@pytest.mark.slow
 def test_best_validation_weights_are_kept(cells, split):
     # With patience 3 training runs past the best epoch; the returned model must give
     # exactly the best epoch's validation loss, not the last one's.

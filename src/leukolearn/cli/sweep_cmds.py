@@ -56,6 +56,13 @@ def sweep(
                                            rich_help_panel=TRAINING),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: epochs without "
                                            "a better validation loss.", rich_help_panel=TRAINING),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="rmsprop (the paper's, two "
+                                            "classes) or adam (its multiclass one).", rich_help_panel=TRAINING),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (the paper: 1e-3 with "
+                                       "rmsprop, 1e-4 with adam).", rich_help_panel=TRAINING),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Move the "
+                                                    "training targets this far towards uniform, "
+                                                    "0 to 0.5 (0: the paper).", rich_help_panel=TRAINING),
     init: Optional[str] = typer.Option(None, "--init", help="'keras' (the paper) or 'torch'.", rich_help_panel=TRAINING),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help=InitFromOpt.help, rich_help_panel=TRAINING),
     freeze_features: bool = typer.Option(False, "--freeze-features", help=FreezeFeaturesOpt.help, rich_help_panel=TRAINING),
@@ -92,12 +99,14 @@ def sweep(
 
     # Every option, and --out, before the data are read and the run directory is made:
     # a mistyped one must not leave a run that the corrected command refuses.
-    checks.training(init_from=init_from and str(init_from), freeze_features=freeze_features)
+    checks.training(init_from=init_from and str(init_from), freeze_features=freeze_features,
+                    optimizer=optimizer, lr=lr, label_smoothing=label_smoothing)
     head = checked_init_from(init_from)  # read once here; its path absolute in config.json
     config = sweep_config(dataset, preset, options=dict(
         folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes), test_size=test_size,
         val_size=val_size, seed=seed, replicates=replicates, ensemble=ensemble), train=dict(
         max_epochs=max_epochs, patience=patience, init=init, device=device, restarts=restarts,
+        optimizer=optimizer, lr=lr, label_smoothing=label_smoothing,
         init_from=head and str(head.path), freeze_features=freeze_features or None),
         model=model)
     checks.training(init=config.train.init, device=config.train.device)

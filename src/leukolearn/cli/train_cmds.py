@@ -67,6 +67,7 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seeds the split, the initialisation and the augmentation.", rich_help_panel=TRAINING),
     max_epochs: int = typer.Option(TrainConfig.max_epochs, "--max-epochs", rich_help_panel=TRAINING),
     patience: int = typer.Option(TrainConfig.patience, "--patience", help="Early stopping: epochs without a better validation loss.", rich_help_panel=TRAINING),
+    label_smoothing: float = typer.Option(TrainConfig.label_smoothing, "--label-smoothing", help="Move the training targets this far towards uniform, 0 to 0.5 (0: the paper).", rich_help_panel=TRAINING),
     init: str = typer.Option(TrainConfig.init, "--init", help="'keras' (Glorot, zero bias: the paper) or 'torch'.", rich_help_panel=TRAINING),
     restarts: int = typer.Option(TrainConfig.restarts, "--restarts", help="Re-initialise a network that died (constant predictions) up to N times; 0 keeps it, as the paper did.", rich_help_panel=TRAINING),
     no_augment: bool = typer.Option(False, "--no-augment", help="Switch off flips and rotations.", rich_help_panel=TRAINING),
@@ -96,7 +97,8 @@ def train(
     split = SplitSizes(train_size, val_size, test_size)
     checks.training(max_epochs=max_epochs, patience=patience, init=init, device=device,
                     restarts=restarts, init_from=init_from and str(init_from),
-                    freeze_features=freeze_features, width=width)
+                    freeze_features=freeze_features, width=width,
+                    label_smoothing=label_smoothing)
     checks.at_least(ensemble, 1, "--ensemble")
     head = checked_init_from(init_from)
     checks.not_negative(seed, "--seed")
@@ -109,7 +111,8 @@ def train(
     config = default_train_config(cells, max_epochs=max_epochs, patience=patience, init=init,
                                   augment=not no_augment, device=device,
                                   restarts=restarts, init_from=head and str(head.path),
-                                  freeze_features=freeze_features, width=width)
+                                  freeze_features=freeze_features, width=width,
+                                  label_smoothing=label_smoothing)
     metrics = train_and_evaluate(cells, split, config, seed=seed, fold=fold, out_dir=out,
                                  progress=not as_json, ensemble=ensemble)
     _report_metrics(metrics, out, as_json)

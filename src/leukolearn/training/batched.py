@@ -157,7 +157,8 @@ def _train_once_many(cells: CellImages, jobs: list[tuple[np.ndarray, np.ndarray,
         for step in range(steps):
             x, y, w = _train_batch(group, step, bs, images, config, device)
             logits = forward(params, x)  # (K, bs, n_classes)
-            ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+            ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
+                                 label_smoothing=config.label_smoothing)
             ce = ce.view(len(group), bs) * w
             counts = w.sum(1)
             # Per network the mean over its own batch; networks are independent, so the

@@ -38,6 +38,9 @@ class TrainConfig:
     # Beyond the paper (1: its CNN): every conv block with `width` times its filters
     # (`model.cnn.widened_filters`); what `sweep --model wide-cnn` trains.
     width: int = 1
+    # Beyond the paper (0: its plain cross-entropy): the training loss's targets moved this
+    # far towards uniform (torch's label_smoothing); the validation loss stays plain.
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("rmsprop", "adam"):
@@ -55,6 +58,8 @@ class TrainConfig:
             raise LeukolearnError(f"colour jitter must be in [0, 0.5], got {self.colour_jitter}")
         if self.stain_norm not in (None, "reinhard"):
             raise LeukolearnError(f"unknown stain normalisation {self.stain_norm!r}; use reinhard")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise LeukolearnError(f"label smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if not 1 <= self.width <= 16:
             raise LeukolearnError(f"width must be from 1 (the paper's CNN) to 16, got {self.width}")
         if self.freeze_features and not self.init_from:

@@ -353,7 +353,7 @@ def _train_one_epoch(model, optimizer, x_train, y_train, config, generator, fuse
         batch = order[start:start + config.batch_size]
         x = _batch(x_train, batch, config, generator, fused)
         logits = model.forward_fused(x) if fused else model(x)
-        loss = F.cross_entropy(logits, y_train[batch])
+        loss = F.cross_entropy(logits, y_train[batch], label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
