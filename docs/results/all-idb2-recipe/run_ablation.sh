@@ -22,6 +22,10 @@ run robust-restarts --preset robust-all-binary --restarts 3 --replicates 3
 run ensemble --preset ensemble-all-binary
 # The paper's CNN with 4x its filters per block, one network per job.
 run wide --model wide-cnn
+# Optimiser and label smoothing, one network per job (docs/results/all-idb2-recipe/optimiser-smoothing).
+run smooth01 --label-smoothing 0.1
+run adam --optimizer adam
+run adam-lr3e-4 --optimizer adam --lr 3e-4
 # At the largest size (200 is capped to the 197-198 images of a fold's pool): 3 networks,
 # replicate 0 is the paper preset's network unless it died.
 SIZES=200 run ensemble3-197 --restarts 3 --replicates 3 --ensemble
