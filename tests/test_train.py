@@ -63,6 +63,7 @@ def test_label_smoothing_keeps_the_probabilities_off_0_and_1(cells, split, train
     smoothed = train_model(cells, split.train, split.val, config, seed=0)
     probs = predict_proba(smoothed.model, cells.images[split.test])
     assert roc_auc(cells.labels[split.test], probs[:, 1]) > 0.9
+
     def confidence(model):  # the median over training cells of the larger probability
         return np.median(predict_proba(model, cells.images[split.train]).max(axis=1))
 

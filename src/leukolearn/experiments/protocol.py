@@ -124,7 +124,9 @@ def all_plan(labels: np.ndarray, options: ProtocolOptions) -> Plan:
     for fold in range(_n_run(options)):
         rng = _fold_rng(options, fold)
         test, following = parts[fold], parts[(fold + 1) % options.folds]
-        val = following if options.val_size is None else _take_balanced(following, labels, options.val_size, rng, "validation", fold)
+        val = following if options.val_size is None else _take_validation(
+            following, labels, options.val_size, rng, fold,
+            "the next fold's test set; lower --val-size, or leave it out to validate on all of it")
         pool = np.setdiff1d(np.arange(len(labels)), np.concatenate([test, val]))
         splits.append((fold, test, val, balanced_order(pool, labels, rng)))
     return _jobs(splits, options)
@@ -162,7 +164,8 @@ def aml_plan(labels: np.ndarray, options: ProtocolOptions) -> Plan:
         fold_rng = _fold_rng(options, fold)
         test = np.sort(np.concatenate([s[fold * per_class:(fold + 1) * per_class] for s in shuffled]))
         rest = np.setdiff1d(np.arange(len(labels)), test)
-        val = _take_balanced(rest, labels, val_size, fold_rng, "validation", fold)
+        val = _take_validation(rest, labels, val_size, fold_rng, fold,
+                               "what the test sets leave; lower --val-size")
         pool = np.setdiff1d(rest, val)
         splits.append((fold, test, val, balanced_order(pool, labels, fold_rng)))
     return _jobs(splits, options)
@@ -245,10 +248,12 @@ def balanced_order(indices: np.ndarray, labels: np.ndarray, rng: np.random.Gener
     return items[np.lexsort((tie[rounds, cls], rounds))]
 
 
-def _take_balanced(indices: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator,
-                   what: str, fold: int) -> np.ndarray:
+def _take_validation(indices: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator,
+                     fold: int, source: str) -> np.ndarray:
+    """A class-balanced `n` of `indices`; `source` names where they come from and the remedy."""
     if n > len(indices):
-        raise LeukolearnError(f"fold {fold}: {what} size {n} is more than the {len(indices)} images available")
+        raise LeukolearnError(f"fold {fold}: validation size {n} is more than the "
+                              f"{len(indices)} images of {source}")
     return np.sort(balanced_order(indices, labels, rng)[:n])
 
 
