@@ -226,3 +226,21 @@ def test_plan_refuses_a_percentage_with_the_fraction_to_give(tmp_path, capsys):
     code, _, err = run(["plan", str(tmp_path), "--target-auc", "0.9", "--confidence",
                         "95"], capsys)
     assert code == 2 and "give 0.95" in err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict", "report", "shortcut"])
+def test_help_wraps_each_paragraph_to_the_terminal(command, capsys, monkeypatch):
+    """A command's docstring is wrapped at the source's width; the help must not keep those
+    line breaks (ragged in a narrow terminal): in a wide one each paragraph is one line."""
+    import inspect
+
+    from leukolearn.cli import app
+
+    monkeypatch.setenv("COLUMNS", "400")
+    callback = next(c.callback for c in app.registered_commands if c.callback.__name__ == command)
+    paragraphs = [" ".join(p.split()) for p in inspect.getdoc(callback).split("\n\n")]
+    assert len(paragraphs) > 1 and any("\n" in p for p in inspect.getdoc(callback).split("\n\n"))
+    code, out, _ = run([command, "--help"], capsys)
+    assert code == 0
+    for paragraph in paragraphs:
+        assert paragraph[:300] in out  # a longer one wraps even at 400 columns

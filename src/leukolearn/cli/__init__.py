@@ -11,6 +11,7 @@ foreseen, and what finished before it is kept: files are written whole or not at
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import sqlite3
 import sys
@@ -51,6 +52,18 @@ def _options(
 # Importing a command module registers its commands on `app` (order = order in --help).
 from leukolearn.cli import (data_cmds, train_cmds, use_cmds, evaluate_cmds,  # noqa: E402,F401
                             sweep_cmds, report_cmds, inside_cmds)
+
+
+def reflow(doc: str) -> str:
+    """A docstring as paragraphs of one line each. Typer's Rich help keeps every line break
+    of a docstring, so lines wrapped at the source's width came out ragged in a narrower
+    terminal (a long line, then a stub); joined, Rich wraps each paragraph to the terminal."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+for _command in app.registered_commands:
+    _command.help = reflow(_command.help or inspect.getdoc(_command.callback) or "")
 
 
 def _print_warning(message, *_args, **_kwargs) -> None:
