@@ -237,6 +237,40 @@ def test_run_ensemble_is_the_mean_of_its_fold_models(fake_run, patients, tmp_pat
     assert code == 2 and "6, 12" in err
 
 
+def test_run_fold_is_that_folds_models_alone(fake_run, tmp_path, capsys):
+    """evaluate RUN --run-fold F: fold F's models (a sweep's replicates of that fold) and
+    its own test predictions for the threshold; a fold without models and a model file
+    are refused in one line."""
+    from leukolearn.data.synthetic import make_binary, write_image_folder
+
+    predictor = load_predictor(fake_run, fold=1)
+    assert predictor.job_ids == ["f01-n12-s0"] and predictor.describe()["fold"] == 1
+    y, p = predictor.held_out_predictions([1])
+    with RunStore.open(fake_run) as store:
+        own = store.predictions("f01-n12-s0")
+    assert y.tolist() == (own.labels == 1).tolist()
+    np.testing.assert_allclose(p, own.probs[:, 1], atol=1e-6)
+    with pytest.raises(LeukolearnError, match="folds with models: 0, 1, 2"):
+        load_predictor(fake_run, fold=5)
+
+    root = tmp_path / "lab"
+    write_image_folder(make_binary(4, size=SIZE, seed=3), root)
+    code, out, err = run(["evaluate", str(fake_run), "folder", str(root), "--run-fold", "1",
+                          "--threshold", "0.5", "--resamples", "100", "--keep-duplicates",
+                          "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["model"]["jobs"] == ["f01-n12-s0"] and report["model"]["fold"] == 1
+    written = fake_run / "evaluations" / "folder-lab-f01" / "cells.csv"
+    # fold 1's model at size 12 says p_blast = 0.2 + 0.1 + 0.3 for every cell
+    assert {round(float(r["score"]), 4) for r in read_csv(written)} == {0.6}
+    model = tmp_path / "m.safetensors"
+    save_model(constant_model(0.5), model)
+    code, _, err = run(["evaluate", str(model), "folder", str(root), "--run-fold", "1",
+                        "--out", str(tmp_path / "e")], capsys)
+    assert code == 2 and "--run-fold" in err and "not a run directory" in err
+
+
 def test_run_threshold_for_a_target_sensitivity(fake_run, patients, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = run(["predict", str(fake_run), str(patients), "--target-sensitivity", "0.9",

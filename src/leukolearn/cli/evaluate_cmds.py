@@ -33,6 +33,10 @@ def evaluate(
                                            "blast, else the layout's blasts, else none)."),
     run_size: Optional[int] = typer.Option(None, "--run-size", help="RUN: training size of the "
                                            "ensemble (default: the largest)."),
+    run_fold: Optional[int] = typer.Option(None, "--run-fold", help="RUN: only this fold's "
+                                           "models (its replicates: the ensemble a sweep "
+                                           "with --replicates K --ensemble scored), not every "
+                                           "fold's."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Call a cell positive at "
                                               "this probability or above (default: as `predict`)."),
     target_sensitivity: Optional[float] = typer.Option(None, "--target-sensitivity",
@@ -58,17 +62,24 @@ def evaluate(
     from leukolearn.predict.threshold import is_run_dir
 
     checks.at_least(run_size, 1, "--run-size")
+    checks.not_negative(run_fold, "--run-fold")
     checks.at_least(resamples, 100, "--resamples")
     checks.probability(threshold, "--threshold")
     checks.probability(target_sensitivity, "--target-sensitivity", zero=False)
     checks.probability(confidence, "--confidence", zero=False, one=False)
+    run = is_run_dir(model)
+    for value, name in ((run_size, "--run-size"), (run_fold, "--run-fold")):
+        if value is not None and not run:
+            raise LeukolearnError(f"{name} chooses among a RUN directory's models; {model} "
+                                  "is not a run directory")
     if out is None:
-        if not is_run_dir(model):
+        if not run:
             raise LeukolearnError("give --out: a model file has no run directory to keep "
                                   "its evaluations in")
-        out = model / EVALUATIONS_DIR / default_name(dataset, root)
+        fold = "" if run_fold is None else f"-f{run_fold:02d}"
+        out = model / EVALUATIONS_DIR / f"{default_name(dataset, root)}{fold}"
     checks.out_dir(out)
-    predictor = load_predictor(model, size=run_size)
+    predictor = load_predictor(model, size=run_size, fold=run_fold)
     cells = load_cells(dataset, root, size=predictor.config.input_size, multiclass=True,
                        label_table=label_table, keep_duplicates=keep_duplicates,
                        allow_outside_root=allow_outside_root, progress=not as_json)

@@ -61,6 +61,7 @@ class Predictor:
     source: Path
     kind: str  # "model" | "run"
     size: int | None = None  # RUN: training size of the ensemble
+    fold: int | None = None  # RUN: the one fold whose models these are (None: every fold)
     job_ids: list[str] = field(default_factory=list)
     _held_out: dict = field(default_factory=dict, repr=False)  # see held_out_predictions
     # RUN: the class names the run recorded, where its models name them differently (see
@@ -69,10 +70,10 @@ class Predictor:
 
     def held_out_predictions(self, positive: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """RUN: (is_positive, positive score) pooled over the test folds of the ensemble's
-        size, read from the store once: the threshold and the error rates both use them."""
+        jobs, read from the store once: the threshold and the error rates both use them."""
         key = tuple(positive)
         if key not in self._held_out:
-            self._held_out[key] = run_validation_predictions(self.source, self.size, positive)
+            self._held_out[key] = run_validation_predictions(self.source, self.job_ids, positive)
         return self._held_out[key]
 
     @property
@@ -95,12 +96,15 @@ class Predictor:
         d = {"kind": self.kind, "path": str(self.source), "class_names": list(self.class_names),
              "input_size": self.config.input_size, "n_models": len(self.models)}
         if self.kind == "run":
-            d.update(training_size=self.size, jobs=self.job_ids)
+            d.update(training_size=self.size, fold=self.fold, jobs=self.job_ids)
         return d
 
 
-def load_predictor(path: str | Path, *, size: int | None = None) -> Predictor:
-    """A model file, a `train --out` folder, or a RUN (ensemble at `size`, default largest)."""
+def load_predictor(path: str | Path, *, size: int | None = None,
+                   fold: int | None = None) -> Predictor:
+    """A model file, a `train --out` folder, or a RUN (ensemble at `size`, default largest,
+    of every fold's models or of `fold`'s: its replicates, the ensemble a sweep with
+    --replicates K --ensemble scores on that fold's test set)."""
     path = Path(path)
     if is_run_dir(path):
         from leukolearn.runstore.store import RunStore
@@ -115,7 +119,11 @@ def load_predictor(path: str | Path, *, size: int | None = None) -> Predictor:
             elif size not in available:
                 raise LeukolearnError(f"{path}: no models at training size {size} "
                                       f"(available: {', '.join(map(str, available))})")
-            jobs = [r for r in with_weights if r.size == size]
+            jobs = [r for r in with_weights if r.size == size and fold in (None, r.fold)]
+            if not jobs:
+                folds = sorted({r.fold for r in with_weights if r.size == size})
+                raise LeukolearnError(f"{path}: no models of fold {fold} at training size "
+                                      f"{size} (folds with models: {', '.join(map(str, folds))})")
             models = [load_model(store.weights_path(r.job_id)) for r in jobs]
             recorded = tuple(store.dataset_info.class_names)
         shapes = {(m.config.input_size, m.config.n_classes) for m in models}
@@ -128,10 +136,11 @@ def load_predictor(path: str | Path, *, size: int | None = None) -> Predictor:
         if len(shapes) > 1 or (len(names) > 1 and len(recorded) != models[0].config.n_classes):
             raise LeukolearnError(f"{path}: the models at size {size} disagree on input size "
                                   "or classes")
-        return Predictor(models, path, "run", size, [r.job_id for r in jobs],
+        return Predictor(models, path, "run", size, fold, [r.job_id for r in jobs],
                          names=recorded if len(names) > 1 else None)
-    if size is not None:
-        raise LeukolearnError("--size applies to a RUN directory, not to a single model")
+    if size is not None or fold is not None:
+        raise LeukolearnError(f"{'--size' if size is not None else '--fold'} applies to a RUN "
+                              "directory, not to a single model")
     if path.is_dir() and (path / MODEL_FILE).is_file():
         path = path / MODEL_FILE
     return Predictor(load_models(path), path, "model")  # one network, or an ensemble file's

@@ -88,15 +88,16 @@ class ThresholdSetting:
                 "choice": None if self.choice is None else self.choice.to_dict()}
 
 
-def run_validation_predictions(run: Path, size: int, positive: Sequence[int]
+def run_validation_predictions(run: Path, job_ids: Sequence[str], positive: Sequence[int]
                                ) -> tuple[np.ndarray, np.ndarray]:
-    """(is_positive labels, positive score) pooled over the test sets of `size`'s jobs."""
+    """(is_positive labels, positive score) pooled over the test sets of the jobs `job_ids`."""
     from leukolearn.runstore.store import RunStore
 
     ys, ps = [], []
+    wanted = set(job_ids)
     with RunStore.open(run) as store:
         for r in store.results():
-            if r.size == size and r.weights:
+            if r.job_id in wanted and r.weights:
                 pred = store.predictions(r.job_id)
                 ys.append(np.isin(pred.labels, positive))
                 ps.append(pred.probs[:, positive].sum(axis=1))
