@@ -66,6 +66,32 @@ def test_the_background_baseline_does_not_see_the_cell(cells):
     assert runner(cells, job(len(cells.labels))).metric < 0.8  # same background for both
 
 
+@pytest.mark.slow
+def test_a_baseline_under_stain_normalisation_sees_the_normalised_images(cells):
+    """The robust-stain presets normalise every image the CNN sees (fitted on the job's
+    training cells); a baseline run under them must see the same images, or `sweep --model`
+    would compare methods on different data."""
+    from dataclasses import replace
+
+    from leukolearn.data.stain import fit_stain, normalise
+    from leukolearn.experiments.methods import runner_for
+    from leukolearn.model.handcrafted import class_probabilities, extract, make_classifier
+
+    data, split = tinted(cells), job(len(cells.labels))
+    train, test = np.asarray(split.train_idx), np.asarray(split.test_idx)
+    normalised = normalise(data.images, fit_stain(data.images[train]))
+    features = extract(normalised, "background")
+    expected = class_probabilities(make_classifier(split.seed).fit(
+        features[train], data.labels[train]), features[test], 2)
+    outcome = FeatureRunner("background", stain_norm="reinhard")(data, split)
+    np.testing.assert_allclose(outcome.test_probs, expected, atol=1e-5)
+    plain = FeatureRunner("background")(data, split)
+    assert np.abs(plain.test_probs - outcome.test_probs).max() > 0.05
+    config = replace(get_preset("robust-stain-all-binary"), model="background-logreg")
+    assert runner_for(config).stain_norm == "reinhard"
+    assert runner_for(replace(get_preset("paper-all-binary"), model="background-logreg")).stain_norm is None
+
+
 def test_registry_lists_and_selects_models(capsys):
     assert check_model("handcrafted-logreg").feature_set == "cell"
     with pytest.raises(LeukolearnError, match="unknown model 'resnet'"):

@@ -13,7 +13,11 @@ and baselines, all through the same protocol, folds, run store, summary and figu
   succeed without looking at the cell.
 
 A baseline trains on the job's training images only (it needs no validation set) and
-saves no weights file; its features are computed once per dataset in each process.
+saves no weights file; its features are computed once per dataset in each process. Of the
+preset's training settings it takes the one that changes what an image is, stain
+normalisation (`robust-stain-*`): fitted on the job's training cells and applied to every
+image, as the CNN's training does, so that the batch-effect control measures what is left
+of the shortcut after normalisation. Augmentation is the CNN's training and does not apply.
 """
 from __future__ import annotations
 
@@ -63,23 +67,25 @@ def runner_for(config: Any):
     kind = check_model(config.model)
     if kind.feature_set is None:
         return None  # the caller's TrainingRunner (experiments.sweep)
-    return FeatureRunner(kind.feature_set, config.metric)
+    return FeatureRunner(kind.feature_set, config.metric, config.train.stain_norm)
 
 
 class FeatureRunner:
     """A classifier on hand-crafted features, as a sweep runner (`experiments.sweep`)."""
 
-    def __init__(self, feature_set: str, metric: str = "auc"):
+    def __init__(self, feature_set: str, metric: str = "auc", stain_norm: str | None = None):
         self.feature_set = feature_set
         self.metric = metric
+        self.stain_norm = stain_norm
 
     def __call__(self, cells: CellImages, job: Job):
         from leukolearn.analysis.metrics import score
         from leukolearn.model.handcrafted import class_probabilities, make_classifier
 
         start = time.perf_counter()
-        features = _features(cells, self.feature_set)
         train, test = np.asarray(job.train_idx), np.asarray(job.test_idx)
+        features = (_normalised_features(cells, train, test, self.feature_set, self.stain_norm)
+                    if self.stain_norm else _features(cells, self.feature_set))
         y_train = cells.labels[train]
         if len(np.unique(y_train)) < 2:  # one class only: its share, for every cell
             probs = np.zeros((len(test), cells.n_classes))
@@ -106,3 +112,19 @@ def _features(cells: CellImages, feature_set: str) -> np.ndarray:
         _CACHE.clear()  # one dataset at a time: a process sweeps one
         _CACHE[key] = extract(cells.images, feature_set)
     return _CACHE[key]
+
+
+def _normalised_features(cells: CellImages, train: np.ndarray, test: np.ndarray,
+                         feature_set: str, method: str) -> np.ndarray:
+    """Features of the training and test images after stain normalisation to the training
+    cells (`data.stain`), in rows indexed as `cells` (other rows zero): the target differs
+    from job to job, so nothing is cached."""
+    from leukolearn.data.stain import fit_stain, normalise
+    from leukolearn.model.handcrafted import extract
+
+    target = fit_stain(cells.images[train], method)
+    rows = np.union1d(train, test)
+    computed = extract(normalise(cells.images[rows], target), feature_set)
+    features = np.zeros((len(cells), computed.shape[1]))
+    features[rows] = computed
+    return features
