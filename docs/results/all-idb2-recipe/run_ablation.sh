@@ -22,6 +22,8 @@ run robust-restarts --preset robust-all-binary --restarts 3 --replicates 3
 run ensemble --preset ensemble-all-binary
 # The paper's CNN with 4x its filters per block, one network per job.
 run wide --model wide-cnn
+# An ensemble of 3 wide CNNs (replicate 0 is the "wide" arm's network unless it died).
+run wide-ensemble3 --model wide-cnn --restarts 3 --replicates 3 --ensemble
 # Optimiser and label smoothing, one network per job (docs/results/all-idb2-recipe/optimiser-smoothing).
 run smooth01 --label-smoothing 0.1
 run adam --optimizer adam
