@@ -130,6 +130,9 @@ def test_evaluate_command_writes_its_files_and_refuses_without_out(tmp_path, cap
     save_model(predictor(("other", "blast")).models[0], model)
     code, _, err = run_cli(["evaluate", model, "folder", root], capsys)
     assert code == 2 and "give --out" in err
+    missing = tmp_path / "no-model.safetensors"
+    code, _, err = run_cli(["evaluate", missing, "folder", root], capsys)
+    assert code == 2 and f"{missing}: no such model file" in err and "--out" not in err
     out = tmp_path / "eval"
     code, stdout, err = run_cli(["evaluate", model, "folder", root, "--out", out, "--json",
                                  "--resamples", "200", "--keep-duplicates"], capsys)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from leukolearn.cli import app, checks
-from leukolearn.errors import LeukolearnError
+from leukolearn.errors import BadFileError, LeukolearnError
 from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, NoDedupeOpt,
                                     RootArg, split_csv)
 from leukolearn.files import to_json
@@ -67,6 +67,8 @@ def evaluate(
     checks.probability(threshold, "--threshold")
     checks.probability(target_sensitivity, "--target-sensitivity", zero=False)
     checks.probability(confidence, "--confidence", zero=False, one=False)
+    if not model.exists():  # before "give --out", which would send the user the wrong way
+        raise BadFileError(model, "no such model file or run directory")
     run = is_run_dir(model)
     for value, name in ((run_size, "--run-size"), (run_fold, "--run-fold")):
         if value is not None and not run:
