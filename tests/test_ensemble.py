@@ -125,8 +125,13 @@ def test_compare_pairs_an_ensemble_run_with_single_networks_by_fold_and_size(tmp
 def test_an_ensemble_needs_two_replicates_and_the_paper_presets_have_none():
     with pytest.raises(LeukolearnError, match="at least 2 replicates"):
         ProtocolOptions(ensemble=True, replicates=1)
-    recipe = get_preset("ensemble-all-binary")
-    assert recipe.options.ensemble and recipe.options.replicates >= 2 and recipe.train.restarts >= 1
+    for name, paper_name in (("ensemble-all-binary", "paper-all-binary"),
+                             ("ensemble-aml-binary", "paper-aml-binary"),
+                             ("ensemble-multiclass", "paper-multiclass")):
+        recipe, paper = get_preset(name), get_preset(paper_name)
+        assert recipe.options.ensemble and recipe.options.replicates >= 2 and recipe.train.restarts >= 1
+        # the paper's protocol and settings but for the replicates and restarts
+        assert recipe.with_options(replicates=1, ensemble=False).with_train(restarts=0) == paper
     for name in ("paper-all-binary", "paper-aml-binary", "paper-multiclass"):
         paper = get_preset(name)
         assert not paper.options.ensemble and paper.options.replicates == 1
