@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from leukolearn.cli import app, checks
-from leukolearn.errors import BadFileError, LeukolearnError
+from leukolearn.errors import LeukolearnError
 from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, NoDedupeOpt,
                                     RootArg, split_csv)
 from leukolearn.files import to_json
@@ -67,13 +67,13 @@ def evaluate(
     checks.probability(threshold, "--threshold")
     checks.probability(target_sensitivity, "--target-sensitivity", zero=False)
     checks.probability(confidence, "--confidence", zero=False, one=False)
-    if not model.exists():  # before "give --out", which would send the user the wrong way
-        raise BadFileError(model, "no such model file or run directory")
     run = is_run_dir(model)
     for value, name in ((run_size, "--run-size"), (run_fold, "--run-fold")):
         if value is not None and not run:
             raise LeukolearnError(f"{name} chooses among a RUN directory's models; {model} "
                                   "is not a run directory")
+    # The model first: a missing or unreadable file is named as such, not asked for --out.
+    predictor = load_predictor(model, size=run_size, fold=run_fold)
     if out is None:
         if not run:
             raise LeukolearnError("give --out: a model file has no run directory to keep "
@@ -81,7 +81,6 @@ def evaluate(
         fold = "" if run_fold is None else f"-f{run_fold:02d}"
         out = model / EVALUATIONS_DIR / f"{default_name(dataset, root)}{fold}"
     checks.out_dir(out)
-    predictor = load_predictor(model, size=run_size, fold=run_fold)
     cells = load_cells(dataset, root, size=predictor.config.input_size, multiclass=True,
                        label_table=label_table, keep_duplicates=keep_duplicates,
                        allow_outside_root=allow_outside_root, progress=not as_json)

@@ -117,20 +117,17 @@ def _robust(paper: Callable[[], SweepConfig]) -> Callable[[], SweepConfig]:
 # network re-initialised (up to 3 times). On ALL-IDB2's 10 folds an ensemble of 3 raised the
 # mean AUC at 10 images from 0.73 +- 0.24 to 0.88 +- 0.09 (docs/results/all-idb2-recipe,
 # where the ablations are).
-ENSEMBLE = dict(replicates=5, ensemble=True)
-
-
-def _ensemble(paper: Callable[[], SweepConfig], replicates: int = ENSEMBLE["replicates"]
-              ) -> Callable[[], SweepConfig]:
-    return lambda: paper().with_options(**{**ENSEMBLE, "replicates": replicates}) \
-        .with_train(restarts=3)
-
-
+ENSEMBLE_NETWORKS = 5
 # Eight cell types: 3 networks, not 5, because one multiclass training (1,200 oversampled
-# images an epoch, 150-310 epochs) takes 5-20 min on a 2-core machine, and 3 is what was
+# images an epoch, 96-312 epochs) takes 5-20 min on a 2-core machine, and 3 is what was
 # measured: on PBC's folds 0-4 the weighted F1 rose from 0.748 +- 0.024 for one network to
 # 0.808 +- 0.029, better in every fold (docs/results/pbc-multiclass-methods).
-MULTICLASS_ENSEMBLE = 3
+MULTICLASS_ENSEMBLE_NETWORKS = 3
+
+
+def _ensemble(paper: Callable[[], SweepConfig], networks: int = ENSEMBLE_NETWORKS
+              ) -> Callable[[], SweepConfig]:
+    return lambda: paper().with_options(replicates=networks, ensemble=True).with_train(restarts=3)
 
 
 def _quick() -> SweepConfig:
@@ -160,7 +157,7 @@ PRESETS: dict[str, tuple[str, Callable[[], SweepConfig]]] = {
     "ensemble-aml-binary": ("paper-aml-binary, each fold and size an ensemble of 5 networks",
                             _ensemble(_paper_aml_binary)),
     "ensemble-multiclass": ("paper-multiclass, each fold an ensemble of 3 networks",
-                            _ensemble(_paper_multiclass, MULTICLASS_ENSEMBLE)),
+                            _ensemble(_paper_multiclass, MULTICLASS_ENSEMBLE_NETWORKS)),
     "quick": ("a few-minute look: 2 folds, sizes 10, 50, 100, at most 30 epochs", _quick),
 }
 
