@@ -505,6 +505,9 @@ BAD_SWEEP_OPTIONS = [  # extra arguments -> words of the one error line
     (["--patience", "0"], "patience must be at least 1"),
     (["--replicates", "0"], "replicates must be at least 1"),
     (["--run-folds", "0"], "run_folds must be between 1"),
+    (["--run-folds", "8-3"], "--run-folds '8-3'"),
+    (["--run-folds", "x"], "--run-folds 'x'"),
+    (["--run-folds", "3,12"], "folds to run must be from 0 to"),
     (["--val-size", "0"], "val_size must be at least 1"),
     (["--test-size", "0"], "test_size must be at least 1"),
     (["--seed", "-1"], "seed must be 0 or more"),
@@ -516,6 +519,7 @@ BAD_SWEEP_OPTIONS = [  # extra arguments -> words of the one error line
     (["--label-smoothing", "0.5"], "label smoothing must be in [0, 0.5)"),
     (["--optimizer", "sgd"], "unknown optimizer 'sgd'"),
     (["--lr", "0"], "learning rate must be positive"),
+    (["--lr-schedule", "cosine"], "unknown learning-rate schedule 'cosine'"),
 ]
 BAD_TRAIN_OPTIONS = [
     (["--train-size", "0"], "--train-size must be at least 1"),
@@ -526,6 +530,7 @@ BAD_TRAIN_OPTIONS = [
     (["--max-epochs", "0"], "max-epochs must be at least 1"),
     (["--patience", "-1"], "patience must be at least 1"),
     (["--label-smoothing", "-0.1"], "label smoothing must be in [0, 0.5)"),
+    (["--lr-schedule", "step"], "unknown learning-rate schedule 'step'"),
     (["--size", "5"], "input size 5 px is too small"),
 ]
 

@@ -108,6 +108,8 @@ def test_the_report_counts_ensembles_as_the_planned_jobs():
     options = {"folds": 4, "sizes": [8, 12], "replicates": 3}
     assert planned_jobs({"options": options}) == 24
     assert planned_jobs({"options": {**options, "ensemble": True}}) == 8
+    assert planned_jobs({"options": {**options, "run_folds": [1, 3]}}) == 12  # those folds
+    assert planned_jobs({"options": {**options, "run_folds": 3}}) == 18  # the first 3
 
 
 def test_compare_pairs_an_ensemble_run_with_single_networks_by_fold_and_size(tmp_path, capsys,

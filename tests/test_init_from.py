@@ -45,13 +45,13 @@ def _state(model):
 def _spy_start(monkeypatch):
     """The weights each training starts from (when its optimiser is made)."""
     starts = []
-    real = loop_module._make_optimizer
+    real = loop_module.make_optimizer
 
     def spy(model, config):
         starts.append(_state(model))
         return real(model, config)
 
-    monkeypatch.setattr(loop_module, "_make_optimizer", spy)
+    monkeypatch.setattr(loop_module, "make_optimizer", spy)
     return starts
 
 

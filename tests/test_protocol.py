@@ -1,5 +1,6 @@
 """Properties of the paper's splits, checked on label arrays alone (no images, no training)."""
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -141,6 +142,27 @@ def test_run_folds_keeps_the_first_folds_identical():
     full = make_plan("all", labels, ProtocolOptions(sizes=(10, 20)))
     first = make_plan("all", labels, ProtocolOptions(sizes=(10, 20), run_folds=2))
     assert first == [j for j in full if j.fold < 2]
+
+
+def test_named_folds_plan_exactly_those_folds_of_the_full_plan():
+    # A sweep split over sessions: folds 5-9 alone must be the full plan's jobs of folds 5-9.
+    labels = np.repeat([0, 1], 50)
+    full = make_plan("all", labels, ProtocolOptions(sizes=(10, 20), replicates=2))
+    named = ProtocolOptions(sizes=(10, 20), replicates=2, run_folds=(9, 5, 7))
+    assert named.run_folds == (5, 7, 9)
+    assert make_plan("all", labels, named) == [j for j in full if j.fold in (5, 7, 9)]
+    aml_labels = np.repeat([0, 1], 3200)  # room for 10 disjoint test sets of 600
+    aml_full = make_plan("aml", aml_labels, default_options("aml"))
+    aml_named = replace(default_options("aml"), run_folds=(3, 4))
+    assert make_plan("aml", aml_labels, aml_named) == [j for j in aml_full if j.fold in (3, 4)]
+    stored = ProtocolOptions.from_dict(named.to_dict())  # config.json holds a list
+    assert stored == named
+
+
+@pytest.mark.parametrize("folds", [(), (10,), (-1, 2)])
+def test_named_folds_outside_the_partition_are_refused(folds):
+    with pytest.raises(LeukolearnError, match="folds to run must be from 0 to 9"):
+        ProtocolOptions(run_folds=folds)
 
 
 def test_too_large_size_is_an_error_or_capped():

@@ -11,7 +11,8 @@ import typer
 
 from leukolearn.cli import app, checks
 from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, NoDedupeOpt,
-                                    PositiveOpt, RootArg, SizeOpt, parse_sizes,
+                                    PositiveOpt, RootArg, RunFoldsOpt, SWEEP, SizeOpt,
+                                    parse_folds, parse_sizes,
                                     say_dropped_classes, split_csv)
 from leukolearn.experiments.presets import FALLBACK_PRESET, JOBS
 from leukolearn.explain.measures import DEFAULT_RULE
@@ -20,7 +21,6 @@ RunArg = typer.Argument(..., help="Run directory written by `leukolearn sweep`."
 OutOpt = typer.Option(None, "--out", help="Folder for the figures and tables "
                       "(default: RUN/figures).")
 NoProgressOpt = typer.Option(False, "--no-progress", help="No progress bars.")
-SWEEP = "Sweep (default: the preset's)"
 
 
 def say(message: str) -> None:
@@ -204,7 +204,7 @@ def shortcut(
                                          f"{FALLBACK_PRESET}; quick for a first look).",
                                          rich_help_panel=SWEEP),
     folds: Optional[int] = typer.Option(None, "--folds", rich_help_panel=SWEEP),
-    run_folds: Optional[int] = typer.Option(None, "--run-folds", rich_help_panel=SWEEP),
+    run_folds: Optional[str] = RunFoldsOpt,
     sizes: Optional[str] = typer.Option(None, "--sizes", rich_help_panel=SWEEP),
     seed: Optional[int] = typer.Option(None, "--seed", rich_help_panel=SWEEP),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", rich_help_panel=SWEEP),
@@ -231,7 +231,7 @@ def shortcut(
     from leukolearn.report.run_figures import make_shortcut_figures
 
     config = sweep_config(dataset, preset, options=dict(
-        folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes), seed=seed),
+        folds=folds, run_folds=parse_folds(run_folds), sizes=parse_sizes(sizes), seed=seed),
         train=dict(max_epochs=max_epochs, patience=patience))
     checks.workers(jobs)
     checks.out_dir(out)  # its three run directories are checked as the sweep makes them

@@ -11,6 +11,7 @@ from leukolearn.data.classes import AML_BLASTS
 from leukolearn.errors import LeukolearnError
 
 DATA = "Data"
+SWEEP = "Sweep (default: the preset's)"
 
 DatasetArg = typer.Argument(..., help="Dataset layout: see `leukolearn datasets`.")
 RootArg = typer.Argument(..., help="Folder holding the images (or the manifest CSV).")
@@ -29,6 +30,10 @@ MasksOpt = typer.Option(None, "--masks", help="ALL-IDB2: folder of expert masks.
                         rich_help_panel=DATA)
 NoDedupeOpt = typer.Option(False, "--keep-duplicates", help="Keep near-duplicate images "
                            "(by default one of each pair is dropped).", rich_help_panel=DATA)
+RunFoldsOpt = typer.Option(None, "--run-folds", metavar="<folds>",
+                           help="Run only some folds: K for the first K, or '5-9' / '0,3,7' "
+                           "for those (0-based), e.g. to split a sweep over sessions; the "
+                           "same --out takes the others later.", rich_help_panel=SWEEP)
 AllowOutsideRootOpt = typer.Option(
     False, "--allow-outside-root", help="manifest only: let the CSV name images outside its "
     "own folder (absolute paths, ../, symbolic links that lead out). Off by default, so that "
@@ -52,6 +57,24 @@ def parse_sizes(text: Optional[str]) -> tuple[int, ...] | None:
         return tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
         raise LeukolearnError(f"--sizes {text!r}: give e.g. '10,20,50' or '10:200:10'") from None
+
+
+def parse_folds(text: Optional[str]) -> int | tuple[int, ...] | None:
+    """--run-folds: 'K' (the first K folds), '5-9' or '0,3,7' (those folds, 0-based)."""
+    if not text:
+        return None
+    try:
+        if "-" in text:
+            first, last = (int(p) for p in text.split("-"))
+            if last < first:
+                raise ValueError
+            return tuple(range(first, last + 1))
+        if "," in text:
+            return tuple(int(p) for p in text.split(",") if p.strip())
+        return int(text)
+    except ValueError:
+        raise LeukolearnError(f"--run-folds {text!r}: give K (the first K folds), "
+                              "or folds as '5-9' or '0,3,7' (0-based)") from None
 
 
 def say_dropped_classes(cells, config) -> None:

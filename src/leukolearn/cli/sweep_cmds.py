@@ -11,13 +11,13 @@ from leukolearn.cli import app, checks
 from leukolearn.cli.train_cmds import (FreezeFeaturesOpt, InitFromOpt, check_head_start,
                                       checked_init_from)
 from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, NoDedupeOpt,
-                                    PositiveOpt, RootArg, SizeOpt, parse_sizes,
+                                    PositiveOpt, RootArg, RunFoldsOpt, SWEEP, SizeOpt,
+                                    parse_folds, parse_sizes,
                                     say_dropped_classes)
 from leukolearn.experiments.methods import DEFAULT_MODEL
 from leukolearn.experiments.presets import BATCH_MODELS, FALLBACK_PRESET, JOBS
 from leukolearn.files import to_json
 
-SWEEP = "Sweep (default: the preset's)"
 TRAINING = "Training (default: the preset's)"
 RUNNING = "Running"
 
@@ -35,7 +35,7 @@ def sweep(
                               "wide-cnn, or a baseline in the same folds (see `leukolearn models`).",
                               rich_help_panel=SWEEP),
     folds: Optional[int] = typer.Option(None, "--folds", help="Cross-validation folds.", rich_help_panel=SWEEP),
-    run_folds: Optional[int] = typer.Option(None, "--run-folds", help="Run only the first K folds.", rich_help_panel=SWEEP),
+    run_folds: Optional[str] = RunFoldsOpt,
     sizes: Optional[str] = typer.Option(None, "--sizes", help="Training sizes: '10,20,50' or "
                                         "'10:200:10' (start:stop:step, stop included).", rich_help_panel=SWEEP),
     test_size: Optional[int] = typer.Option(None, "--test-size", help="Test images per fold (AML protocol; "
@@ -63,6 +63,10 @@ def sweep(
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Move the "
                                                     "training targets this far towards uniform, "
                                                     "0 to 0.5 (0: the paper).", rich_help_panel=TRAINING),
+    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="constant (the "
+                                              "paper) or plateau: halve the learning rate when "
+                                              "the validation loss stalls for a fifth of "
+                                              "--patience.", rich_help_panel=TRAINING),
     init: Optional[str] = typer.Option(None, "--init", help="'keras' (the paper) or 'torch'.", rich_help_panel=TRAINING),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help=InitFromOpt.help, rich_help_panel=TRAINING),
     freeze_features: bool = typer.Option(False, "--freeze-features", help=FreezeFeaturesOpt.help, rich_help_panel=TRAINING),
@@ -100,13 +104,14 @@ def sweep(
     # Every option, and --out, before the data are read and the run directory is made:
     # a mistyped one must not leave a run that the corrected command refuses.
     checks.training(init_from=init_from and str(init_from), freeze_features=freeze_features,
-                    optimizer=optimizer, lr=lr, label_smoothing=label_smoothing)
+                    optimizer=optimizer, lr=lr, label_smoothing=label_smoothing,
+                    lr_schedule=lr_schedule)
     head = checked_init_from(init_from)  # read once here; its path absolute in config.json
     config = sweep_config(dataset, preset, options=dict(
-        folds=folds, run_folds=run_folds, sizes=parse_sizes(sizes), test_size=test_size,
+        folds=folds, run_folds=parse_folds(run_folds), sizes=parse_sizes(sizes), test_size=test_size,
         val_size=val_size, seed=seed, replicates=replicates, ensemble=ensemble), train=dict(
         max_epochs=max_epochs, patience=patience, init=init, device=device, restarts=restarts,
-        optimizer=optimizer, lr=lr, label_smoothing=label_smoothing,
+        optimizer=optimizer, lr=lr, label_smoothing=label_smoothing, lr_schedule=lr_schedule,
         init_from=head and str(head.path), freeze_features=freeze_features or None),
         model=model)
     checks.training(init=config.train.init, device=config.train.device)

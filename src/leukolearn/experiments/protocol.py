@@ -51,7 +51,9 @@ class ProtocolOptions:
     # Score the replicates of a (fold, size) as one model, the mean of their probabilities
     # (analysis.ensemble); False: each network on its own, as the paper did.
     ensemble: bool = False
-    run_folds: int | None = None  # plan only the first k folds (the partition still has `folds`)
+    # Plan only some folds (the partition still has `folds`): an int k, the first k; a
+    # tuple, those folds (0-based), e.g. a sweep split over sessions or machines.
+    run_folds: int | tuple[int, ...] | None = None
     min_per_class: int = 0  # classes with fewer images are dropped before planning (multiclass: 5)
     cap_sizes: bool = False  # sizes above the training pool: False -> error, True -> cap + warning
 
@@ -72,7 +74,13 @@ class ProtocolOptions:
             raise LeukolearnError("an ensemble needs at least 2 replicates (--replicates)")
         if self.seed < 0:  # numpy's generators take non-negative seeds only
             raise LeukolearnError(f"seed must be 0 or more, got {self.seed}")
-        if self.run_folds is not None and not 1 <= self.run_folds <= self.folds:
+        if isinstance(self.run_folds, (list, tuple)):  # a stored config holds a list
+            chosen = tuple(sorted({int(f) for f in self.run_folds}))
+            object.__setattr__(self, "run_folds", chosen)
+            if not chosen or not 0 <= chosen[0] <= chosen[-1] < self.folds:
+                raise LeukolearnError(f"the folds to run must be from 0 to {self.folds - 1} "
+                                      f"(folds={self.folds}), got {list(chosen)}")
+        elif self.run_folds is not None and not 1 <= self.run_folds <= self.folds:
             raise LeukolearnError(f"run_folds must be between 1 and folds={self.folds}, got {self.run_folds}")
 
     def to_dict(self) -> dict:
@@ -121,7 +129,7 @@ def all_plan(labels: np.ndarray, options: ProtocolOptions) -> Plan:
     labels = np.asarray(labels, dtype=np.int64)
     parts = stratified_partition(labels, options.folds, np.random.default_rng(options.seed))
     splits = []
-    for fold in range(_n_run(options)):
+    for fold in folds_to_run(options):
         rng = _fold_rng(options, fold)
         test, following = parts[fold], parts[(fold + 1) % options.folds]
         val = following if options.val_size is None else _take_validation(
@@ -160,7 +168,7 @@ def aml_plan(labels: np.ndarray, options: ProtocolOptions) -> Plan:
     rng = np.random.default_rng(options.seed)
     shuffled = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
     splits = []
-    for fold in range(_n_run(options)):
+    for fold in folds_to_run(options):
         fold_rng = _fold_rng(options, fold)
         test = np.sort(np.concatenate([s[fold * per_class:(fold + 1) * per_class] for s in shuffled]))
         rest = np.setdiff1d(np.arange(len(labels)), test)
@@ -299,12 +307,17 @@ def _fold_rng(options: ProtocolOptions, fold: int) -> np.random.Generator:
     return np.random.default_rng([options.seed, fold])
 
 
-def _n_run(options: ProtocolOptions) -> int:
-    return options.folds if options.run_folds is None else options.run_folds
+def folds_to_run(options: ProtocolOptions) -> tuple[int, ...]:
+    """The folds a plan holds: all, the first `run_folds`, or the ones it names."""
+    if options.run_folds is None:
+        return tuple(range(options.folds))
+    if isinstance(options.run_folds, tuple):
+        return options.run_folds
+    return tuple(range(options.run_folds))
 
 
 __all__ = [
     "ALL_SIZES", "AML_SIZES", "Job", "Plan", "ProtocolOptions", "PROTOCOLS", "all_plan",
-    "aml_plan", "balanced_order", "default_options", "job_seed", "keep_classes", "make_plan",
-    "stratified_partition",
+    "aml_plan", "balanced_order", "default_options", "folds_to_run", "job_seed", "keep_classes",
+    "make_plan", "stratified_partition",
 ]

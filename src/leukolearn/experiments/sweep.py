@@ -216,6 +216,8 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
     check_workers(jobs, batch_models, executor, ray_address)
     if batch_models > 1 and getattr(config.train, "stain_norm", None):
         raise LeukolearnError("--batch-models does not normalise stains; use --jobs")
+    if batch_models > 1 and getattr(config.train, "lr_schedule", "constant") != "constant":
+        raise LeukolearnError("--batch-models keeps the learning rate constant; use --jobs")
     if cells.source is not None:
         dataset_name = dataset_name or cells.source.name
         dataset_root = dataset_root or cells.source.root

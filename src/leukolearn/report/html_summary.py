@@ -85,6 +85,8 @@ def planned_jobs(config: Mapping[str, Any]) -> int:
     ensemble run, the ensembles (one per fold and size) that the summary counts."""
     options = config.get("options", {})
     folds = options.get("run_folds") or options.get("folds") or 0
+    if isinstance(folds, list):  # the folds it names, not the first k
+        folds = len(folds)
     per_size = 1 if ensemble_size(config) else int(options.get("replicates") or 1)
     return int(folds) * len(set(options.get("sizes") or ())) * per_size
 

@@ -70,6 +70,8 @@ def train_many(cells: CellImages, jobs: Sequence[BatchJob], config: TrainConfig,
         return []
     if config.stain_norm:  # each job would need its own normalised copy of its cells
         raise LeukolearnError("training several networks at once does not normalise stains")
+    if config.lr_schedule != "constant":  # its optimiser is written out at one rate
+        raise LeukolearnError("training several networks at once keeps the learning rate constant")
     for train_idx, val_idx, _ in jobs:
         if len(train_idx) == 0 or len(val_idx) == 0:
             raise LeukolearnError("training and validation sets must not be empty")

@@ -41,6 +41,9 @@ class TrainConfig:
     # Beyond the paper (0: its plain cross-entropy): the training loss's targets moved this
     # far towards uniform (torch's label_smoothing); the validation loss stays plain.
     label_smoothing: float = 0.0
+    # Beyond the paper ("constant": its fixed rate): "plateau" halves the learning rate on
+    # a validation plateau (training.optim).
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("rmsprop", "adam"):
@@ -60,6 +63,9 @@ class TrainConfig:
             raise LeukolearnError(f"unknown stain normalisation {self.stain_norm!r}; use reinhard")
         if not 0 <= self.label_smoothing < 0.5:
             raise LeukolearnError(f"label smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise LeukolearnError(f"unknown learning-rate schedule {self.lr_schedule!r}; "
+                                  f"use {' or '.join(LR_SCHEDULES)}")
         if not 1 <= self.width <= 16:
             raise LeukolearnError(f"width must be from 1 (the paper's CNN) to 16, got {self.width}")
         if self.freeze_features and not self.init_from:
@@ -84,4 +90,5 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k not in _RETIRED})
 
 
+LR_SCHEDULES = ("constant", "plateau")
 _RETIRED = ("threads",)  # stored by older versions, ignored when read back

@@ -40,7 +40,8 @@ from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import ModelConfig, PaperCNN, build_model, widened_filters
 from leukolearn.progress import progress_bar
 from leukolearn.training.config import TrainConfig
-from leukolearn.training.head_start import HeadStart, apply_head_start, load_head_start, trainable
+from leukolearn.training.head_start import HeadStart, apply_head_start, load_head_start
+from leukolearn.training.optim import make_optimizer, make_schedule
 
 
 @dataclass
@@ -149,7 +150,8 @@ def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
     model_config = ModelConfig(input_size=cells.size, n_classes=cells.n_classes,
                                class_names=cells.class_names, filters=widened_filters(config.width))
     model = apply_head_start(build_model(model_config, init=config.init, seed=seed), head).to(device)
-    optimizer = _make_optimizer(model, config)
+    optimizer = make_optimizer(model, config)
+    schedule = make_schedule(optimizer, config)
 
     if config.oversample_to:
         train_idx = train_idx[oversample_indices(cells.labels[train_idx], config.oversample_to, rng)]
@@ -173,6 +175,8 @@ def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
             train_loss = _train_one_epoch(model, optimizer, x_train, y_train, config, generator,
                                           fused)
             val_loss = _loss(model, x_val, y_val, fused)
+            if schedule is not None:
+                schedule.step(val_loss)
             stop = stopping.update(train_loss, val_loss, time.perf_counter() - t0,
                                    lambda: copy.deepcopy(model.state_dict()))
             record = stopping.history[-1]
@@ -330,13 +334,6 @@ def _dense_layers_at_fixed_threads(model: PaperCNN, device: torch.device) -> Ite
         for handle in handles:
             handle.remove()
         torch.set_num_threads(before)
-
-
-def _make_optimizer(model: PaperCNN, config: TrainConfig) -> torch.optim.Optimizer:
-    params = trainable(model)  # frozen conv blocks (freeze_features) are left out
-    if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.lr, alpha=0.9, eps=1e-8)
-    return torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 def _use_kernels(device: torch.device) -> bool:
