@@ -145,7 +145,7 @@ def bench_training(args, cells) -> dict:
     rows: dict[str, list[tuple[float, float]]] = {}
 
     def ours(threads):
-        # train_model runs a CPU training with training.loop.TRAINING_THREADS whatever the
+        # train_model runs a CPU training with training.threads.TRAINING_THREADS whatever the
         # caller set, so the "leukolearn, t thr" rows all time that one count; they stay so
         # that each plain PyTorch row keeps its ratio.
         cfg = TrainConfig.binary(max_epochs=e, patience=10 ** 6)

@@ -520,6 +520,7 @@ BAD_SWEEP_OPTIONS = [  # extra arguments -> words of the one error line
     (["--optimizer", "sgd"], "unknown optimizer 'sgd'"),
     (["--lr", "0"], "learning rate must be positive"),
     (["--lr-schedule", "cosine"], "unknown learning-rate schedule 'cosine'"),
+    (["--input-norm", "--init-from", "elsewhere.safetensors"], "--input-norm cannot start from"),
 ]
 BAD_TRAIN_OPTIONS = [
     (["--train-size", "0"], "--train-size must be at least 1"),
@@ -531,6 +532,7 @@ BAD_TRAIN_OPTIONS = [
     (["--patience", "-1"], "patience must be at least 1"),
     (["--label-smoothing", "-0.1"], "label smoothing must be in [0, 0.5)"),
     (["--lr-schedule", "step"], "unknown learning-rate schedule 'step'"),
+    (["--input-norm", "--init-from", "elsewhere.safetensors"], "--input-norm cannot start from"),
     (["--size", "5"], "input size 5 px is too small"),
 ]
 

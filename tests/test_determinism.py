@@ -1,6 +1,6 @@
 """Same seed, same result: a job's numbers depend on the config and the data, not on
 --jobs, on the caller's torch thread count or on the machine's cores (every CPU training
-runs with `training.loop.TRAINING_THREADS`); what still changes them (the device, the
+runs with `training.threads.TRAINING_THREADS`); what still changes them (the device, the
 fused kernels) is recorded per job, and a resume that runs otherwise warns.
 
 The thread counts are set on purpose (the parent 2, each of 2 workers 1), so the checks
@@ -27,7 +27,8 @@ from leukolearn.model import kernels
 from leukolearn.model.cnn import ModelConfig, build_model
 from leukolearn.runstore.store import RunStore
 from leukolearn.training.config import TrainConfig
-from leukolearn.training.loop import TRAINING_THREADS, predict_proba, train_model
+from leukolearn.training.loop import predict_proba, train_model
+from leukolearn.training.threads import TRAINING_THREADS
 
 SIZE = 190  # the smallest input the paper's six blocks accept
 

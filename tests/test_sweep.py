@@ -228,7 +228,7 @@ def test_a_memory_mapped_dataset_travels_as_its_file(tmp_path):
 @pytest.mark.slow
 def test_spawned_workers_train_exactly_what_one_process_trains(tmp_path):
     # Whatever threads this process and the workers have (cores // 2 each): a training
-    # fixes its own (training.loop.TRAINING_THREADS).
+    # fixes its own (training.threads.TRAINING_THREADS).
     from safetensors.numpy import load_file
 
     from leukolearn.data.synthetic import make_binary

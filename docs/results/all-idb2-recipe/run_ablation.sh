@@ -28,6 +28,11 @@ run wide-ensemble3 --model wide-cnn --restarts 3 --replicates 3 --ensemble
 run smooth01 --label-smoothing 0.1
 run adam --optimizer adam
 run adam-lr3e-4 --optimizer adam --lr 3e-4
+# A learning-rate schedule: halve the rate after 10 epochs without a better validation loss
+# (docs/results/all-idb2-recipe/lr-schedule).
+run plateau --lr-schedule plateau
+# Input normalisation: each channel standardised by the training images' statistics.
+run input-norm --input-norm
 # At the largest size (200 is capped to the 197-198 images of a fold's pool): 3 networks,
 # replicate 0 is the paper preset's network unless it died.
 SIZES=200 run ensemble3-197 --restarts 3 --replicates 3 --ensemble

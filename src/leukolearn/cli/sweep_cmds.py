@@ -67,6 +67,10 @@ def sweep(
                                               "paper) or plateau: halve the learning rate when "
                                               "the validation loss stalls for a fifth of "
                                               "--patience.", rich_help_panel=TRAINING),
+    input_norm: bool = typer.Option(False, "--input-norm", help="Standardise each colour "
+                                    "channel by the training images' mean and s.d. while "
+                                    "training (the paper: pixel / 255); the model file stays "
+                                    "an ordinary one.", rich_help_panel=TRAINING),
     init: Optional[str] = typer.Option(None, "--init", help="'keras' (the paper) or 'torch'.", rich_help_panel=TRAINING),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help=InitFromOpt.help, rich_help_panel=TRAINING),
     freeze_features: bool = typer.Option(False, "--freeze-features", help=FreezeFeaturesOpt.help, rich_help_panel=TRAINING),
@@ -104,15 +108,16 @@ def sweep(
     # Every option, and --out, before the data are read and the run directory is made:
     # a mistyped one must not leave a run that the corrected command refuses.
     checks.training(init_from=init_from and str(init_from), freeze_features=freeze_features,
-                    optimizer=optimizer, lr=lr, label_smoothing=label_smoothing,
-                    lr_schedule=lr_schedule)
+                    input_norm=input_norm, optimizer=optimizer, lr=lr,
+                    label_smoothing=label_smoothing, lr_schedule=lr_schedule)
     head = checked_init_from(init_from)  # read once here; its path absolute in config.json
     config = sweep_config(dataset, preset, options=dict(
         folds=folds, run_folds=parse_folds(run_folds), sizes=parse_sizes(sizes), test_size=test_size,
         val_size=val_size, seed=seed, replicates=replicates, ensemble=ensemble), train=dict(
         max_epochs=max_epochs, patience=patience, init=init, device=device, restarts=restarts,
         optimizer=optimizer, lr=lr, label_smoothing=label_smoothing, lr_schedule=lr_schedule,
-        init_from=head and str(head.path), freeze_features=freeze_features or None),
+        input_norm=input_norm or None, init_from=head and str(head.path),
+        freeze_features=freeze_features or None),
         model=model)
     checks.training(init=config.train.init, device=config.train.device)
     checks.workers(jobs, batch_models, executor, ray_address)

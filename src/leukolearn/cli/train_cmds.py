@@ -69,6 +69,7 @@ def train(
     patience: int = typer.Option(TrainConfig.patience, "--patience", help="Early stopping: epochs without a better validation loss.", rich_help_panel=TRAINING),
     label_smoothing: float = typer.Option(TrainConfig.label_smoothing, "--label-smoothing", help="Move the training targets this far towards uniform, 0 to 0.5 (0: the paper).", rich_help_panel=TRAINING),
     lr_schedule: str = typer.Option(TrainConfig.lr_schedule, "--lr-schedule", help="constant (the paper) or plateau: halve the learning rate when the validation loss stalls for a fifth of --patience.", rich_help_panel=TRAINING),
+    input_norm: bool = typer.Option(False, "--input-norm", help="Standardise each colour channel by the training images' mean and s.d. while training (the paper: pixel / 255); the model file stays an ordinary one.", rich_help_panel=TRAINING),
     init: str = typer.Option(TrainConfig.init, "--init", help="'keras' (Glorot, zero bias: the paper) or 'torch'.", rich_help_panel=TRAINING),
     restarts: int = typer.Option(TrainConfig.restarts, "--restarts", help="Re-initialise a network that died (constant predictions) up to N times; 0 keeps it, as the paper did.", rich_help_panel=TRAINING),
     no_augment: bool = typer.Option(False, "--no-augment", help="Switch off flips and rotations.", rich_help_panel=TRAINING),
@@ -99,7 +100,8 @@ def train(
     checks.training(max_epochs=max_epochs, patience=patience, init=init, device=device,
                     restarts=restarts, init_from=init_from and str(init_from),
                     freeze_features=freeze_features, width=width,
-                    label_smoothing=label_smoothing, lr_schedule=lr_schedule)
+                    label_smoothing=label_smoothing, lr_schedule=lr_schedule,
+                    input_norm=input_norm)
     checks.at_least(ensemble, 1, "--ensemble")
     head = checked_init_from(init_from)
     checks.not_negative(seed, "--seed")
@@ -113,7 +115,8 @@ def train(
                                   augment=not no_augment, device=device,
                                   restarts=restarts, init_from=head and str(head.path),
                                   freeze_features=freeze_features, width=width,
-                                  label_smoothing=label_smoothing, lr_schedule=lr_schedule)
+                                  label_smoothing=label_smoothing, lr_schedule=lr_schedule,
+                                  input_norm=input_norm)
     metrics = train_and_evaluate(cells, split, config, seed=seed, fold=fold, out_dir=out,
                                  progress=not as_json, ensemble=ensemble)
     _report_metrics(metrics, out, as_json)

@@ -29,7 +29,7 @@ class JobOutcome:
     restarts: int = 0
     # How it ran, stored with it (None: not known, e.g. a fake runner): whether the fused C
     # kernels did the conv blocks, torch's intra-op threads of the training (the sums of a
-    # CPU training depend on it; fixed since training.loop.TRAINING_THREADS), and the
+    # CPU training depend on it; fixed since training.threads.TRAINING_THREADS), and the
     # device ("cpu", "cuda").
     kernels: bool | None = None
     threads: int | None = None

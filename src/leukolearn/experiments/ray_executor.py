@@ -147,7 +147,7 @@ def _train_group(shared: SharedCells, runner: Callable, group: list) -> list:
     import torch
 
     # What the test set's inference runs with; a CPU training fixes its own thread count
-    # (training.loop.TRAINING_THREADS), so this cannot change a result.
+    # (training.threads.TRAINING_THREADS), so this cannot change a result.
     torch.set_num_threads(1)
     cells = shared.cells
     try:

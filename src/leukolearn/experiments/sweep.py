@@ -6,7 +6,7 @@ seed only, so the result equals an uninterrupted run. With `jobs=N` the jobs run
 worker processes (`experiments.workers`: the dataset reaches each worker once, never per
 job); the parent is the only process that writes the store. A job computes the same with
 any `jobs`: every CPU training runs with the same torch thread count
-(`training.loop.TRAINING_THREADS`). What still changes its float sums, the device and the
+(`training.threads.TRAINING_THREADS`). What still changes its float sums, the device and the
 fused kernels, is recorded per job; a resume that will run otherwise than the stored jobs
 ran warns once (`runstore.resume.ran_otherwise`).
 
@@ -75,7 +75,7 @@ class TrainingRunner:
         import torch
 
         from leukolearn.model import kernels
-        from leukolearn.training.loop import TRAINING_THREADS
+        from leukolearn.training.threads import TRAINING_THREADS
 
         name = self.train_config.device
         if name == "auto":
@@ -218,6 +218,8 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
         raise LeukolearnError("--batch-models does not normalise stains; use --jobs")
     if batch_models > 1 and getattr(config.train, "lr_schedule", "constant") != "constant":
         raise LeukolearnError("--batch-models keeps the learning rate constant; use --jobs")
+    if batch_models > 1 and getattr(config.train, "input_norm", False):
+        raise LeukolearnError("--batch-models does not standardise inputs; use --jobs")
     if cells.source is not None:
         dataset_name = dataset_name or cells.source.name
         dataset_root = dataset_root or cells.source.root

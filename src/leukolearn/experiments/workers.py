@@ -61,7 +61,7 @@ def run_parallel(cells: CellImages, todo: list, runner: Callable, jobs: int,
     Ctrl-C (KeyboardInterrupt here, or raised by a runner in a worker) saves the results
     already back, kills the workers mid-job and raises KeyboardInterrupt."""
     # A worker's own setting; a CPU training replaces it with its fixed count for its
-    # duration (training.loop.TRAINING_THREADS), so it cannot change a result. It is what
+    # duration (training.threads.TRAINING_THREADS), so it cannot change a result. It is what
     # the test set's inference and a GPU training's CPU work run with.
     threads = max(1, cores() // jobs)
     executor = ProcessPoolExecutor(

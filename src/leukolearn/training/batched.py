@@ -51,7 +51,8 @@ from leukolearn.training.config import TrainConfig
 from leukolearn.training.head_start import (HeadStart, apply_head_start, frozen_names,
                                             load_head_start)
 from leukolearn.training.loop import (EarlyStopping, TrainResult, finish, resolve_device, to_tensor,
-                                     train_with_restarts, training_threads)
+                                     train_with_restarts)
+from leukolearn.training.threads import training_threads
 
 BatchJob = tuple[Sequence[int], Sequence[int], int]  # (train_idx, val_idx, seed)
 _VAL_CHUNK = 128
@@ -72,6 +73,8 @@ def train_many(cells: CellImages, jobs: Sequence[BatchJob], config: TrainConfig,
         raise LeukolearnError("training several networks at once does not normalise stains")
     if config.lr_schedule != "constant":  # its optimiser is written out at one rate
         raise LeukolearnError("training several networks at once keeps the learning rate constant")
+    if config.input_norm:  # its stacked first convolutions would each need their own fold
+        raise LeukolearnError("training several networks at once does not standardise inputs")
     for train_idx, val_idx, _ in jobs:
         if len(train_idx) == 0 or len(val_idx) == 0:
             raise LeukolearnError("training and validation sets must not be empty")

@@ -44,6 +44,10 @@ class TrainConfig:
     # Beyond the paper ("constant": its fixed rate): "plateau" halves the learning rate on
     # a validation plateau (training.optim).
     lr_schedule: str = "constant"
+    # Beyond the paper (False: its pixel / 255): the inputs standardised per channel by the
+    # training images' statistics while training, folded into the first conv after it
+    # (training.input_norm), so the model file is an ordinary one.
+    input_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("rmsprop", "adam"):
@@ -68,6 +72,9 @@ class TrainConfig:
                                   f"use {' or '.join(LR_SCHEDULES)}")
         if not 1 <= self.width <= 16:
             raise LeukolearnError(f"width must be from 1 (the paper's CNN) to 16, got {self.width}")
+        if self.input_norm and self.init_from:
+            raise LeukolearnError("--input-norm cannot start from a model (--init-from): its "
+                                  "weights are for inputs that were not standardised")
         if self.freeze_features and not self.init_from:
             raise LeukolearnError("freezing the conv blocks needs a model to start from (--init-from)")
 
@@ -85,7 +92,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         # "threads" (torch's intra-op threads) was a setting until every CPU training ran
-        # with a fixed count (`training.loop.TRAINING_THREADS`); configs and model files
+        # with a fixed count (`training.threads.TRAINING_THREADS`); configs and model files
         # stored before still hold it, and it no longer changes anything.
         return cls(**{k: v for k, v in data.items() if k not in _RETIRED})
 

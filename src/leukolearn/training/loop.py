@@ -7,12 +7,7 @@ added after the square root, which is also how torch.optim.RMSprop adds it) for 
 tasks, Adam lr 1e-4 for multiclass. One epoch is one pass over the (augmented, possibly
 oversampled) training set. Knows nothing about folds: the protocol picks the indices.
 
-Threads. Every CPU training runs with `TRAINING_THREADS` torch intra-op threads, whatever
-the caller, `--jobs` or the machine set (`training_threads`): the thread count changes
-the float summation order of torch's layers and of the fused kernels (which split a batch
-over torch's thread count), and RMSprop carries that difference through hundreds of steps
-to the weights (up to 0.18 in a job's AUC between `--jobs 1` and `--jobs 2`). With the
-count fixed, a result depends on the config, the data, the device and the kernels only.
+Threads: `training.threads` (a fixed count for every CPU training).
 
 The bookkeeping around the epochs -- early stopping, the best weights, the history, the
 dead-network check, restart seeds and the TrainResult -- lives here once (`EarlyStopping`,
@@ -21,7 +16,6 @@ network of its stack: a rule changed here changes both paths, so they cannot dri
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from dataclasses import dataclass, field, replace
@@ -40,7 +34,10 @@ from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import ModelConfig, PaperCNN, build_model, widened_filters
 from leukolearn.progress import progress_bar
 from leukolearn.training.config import TrainConfig
+from leukolearn.training.threads import dense_layers_at_fixed_threads, training_threads
 from leukolearn.training.head_start import HeadStart, apply_head_start, load_head_start
+from leukolearn.training.input_norm import (ChannelStats, channel_stats, fold_into_first_conv,
+                                           standardise)
 from leukolearn.training.optim import make_optimizer, make_schedule
 
 
@@ -63,30 +60,6 @@ class TrainResult:
 
 
 EpochCallback = Callable[[dict], None]
-
-# One, not "as many as there are cores": a step is a batch of 5 small images, too little
-# work to share. Measured on the 2-core development machine: 2.29 ms per image-step with
-# 1 thread against 2.55 ms with 2 (and 1.9 against 6.7 ms while other processes were
-# busy), so a sweep gets its speed from --jobs, one training per core.
-TRAINING_THREADS = 1
-
-
-@contextlib.contextmanager
-def training_threads(device: torch.device) -> Iterator[int]:
-    """torch's intra-op threads set to TRAINING_THREADS for a CPU training, the caller's
-    count restored afterwards (also after an error or Ctrl-C); yields the count the
-    training runs with. On another device the caller's setting is left alone: the
-    GPU's sums do not depend on it."""
-    before = torch.get_num_threads()
-    if device.type != "cpu":
-        yield before
-        return
-    torch.set_num_threads(TRAINING_THREADS)
-    try:
-        yield TRAINING_THREADS
-    finally:
-        torch.set_num_threads(before)
-
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
@@ -161,6 +134,9 @@ def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
     y_train = torch.from_numpy(cells.labels[train_idx]).to(device)
     # Validation never changes: normalise it once, not every epoch.
     x_val = (to_tensor(cells.images[val_idx]).float() / 255).to(device)
+    norm = channel_stats(cells.images[train_idx]).to(device) if config.input_norm else None
+    if norm is not None:
+        x_val = standardise(x_val, norm)
     y_val = torch.from_numpy(cells.labels[val_idx]).to(device)
     fused = _use_kernels(device)
 
@@ -173,7 +149,7 @@ def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
         for _ in range(config.max_epochs):
             t0 = time.perf_counter()
             train_loss = _train_one_epoch(model, optimizer, x_train, y_train, config, generator,
-                                          fused)
+                                          fused, norm)
             val_loss = _loss(model, x_val, y_val, fused)
             if schedule is not None:
                 schedule.step(val_loss)
@@ -189,7 +165,7 @@ def _train_once(cells: CellImages, train_idx: np.ndarray, val_idx: np.ndarray,
                 break
     # The model holds the last epoch's weights: what `finish` keeps when no epoch was best.
     return finish(model, stopping, cells.images[val_idx], time.perf_counter() - start,
-                  kernels=fused, device=device)
+                  kernels=fused, device=device, input_norm=norm)
 
 
 class EarlyStopping:
@@ -256,14 +232,18 @@ def train_with_restarts(seeds: Sequence[int], restarts: int,
 
 def finish(model: PaperCNN, stopping: EarlyStopping, val_images: np.ndarray, seconds: float,
            last_state: dict | None = None, *, kernels: bool = False,
-           device: torch.device | str = "cpu") -> TrainResult:
+           device: torch.device | str = "cpu", input_norm: ChannelStats | None = None
+           ) -> TrainResult:
     """The TrainResult of one training: the best epoch's weights loaded into `model` (or,
     when NaN losses left no best epoch, `last_state`; None: `model` holds the last weights
     already), the model on the CPU in eval mode, and whether it is dead on validation.
-    `kernels` and `device`: what the training ran on, recorded with its result."""
+    `kernels` and `device`: what the training ran on, recorded with its result;
+    `input_norm`: the statistics it standardised its inputs by, folded into the weights."""
     state = stopping.best_state if stopping.best_state is not None else last_state
     if state is not None:
         model.load_state_dict(state)
+    if input_norm is not None:
+        fold_into_first_conv(model, input_norm)
     model = model.cpu().eval()
     return TrainResult(
         model=model, history=stopping.history, best_epoch=stopping.best_epoch,
@@ -286,7 +266,7 @@ def predict_with_hidden(model: PaperCNN, images: np.ndarray, batch_size: int = 6
     stain = model.config.extra.get(STAIN_KEY)  # a model trained on normalised stains
     model.eval()
     probs, hidden = [], []
-    with torch.inference_mode(), _dense_layers_at_fixed_threads(model, device):
+    with torch.inference_mode(), dense_layers_at_fixed_threads(model, device):
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             if stain is not None:
@@ -305,43 +285,13 @@ def predict_with_hidden(model: PaperCNN, images: np.ndarray, batch_size: int = 6
     return np.concatenate(probs), np.concatenate(hidden)
 
 
-@contextlib.contextmanager
-def _dense_layers_at_fixed_threads(model: PaperCNN, device: torch.device) -> Iterator[None]:
-    """In `model`'s forward passes on the CPU within this block, its two dense layers run
-    with TRAINING_THREADS threads and the conv blocks with the caller's, so probabilities
-    do not depend on the caller's threads and inference keeps their speed.
-
-    Why there: MKL's matrix product picks another kernel for 5 to 11 rows at 2 threads than
-    at 1 (the hidden layer's outputs then differ by 1 ulp; measured on torch 2.13 + MKL
-    2024.2), while a conv block sums within one image: the fused kernels split the images,
-    not the sums, over threads, and torch's layers gave bit-identical maps with 1 to 4."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-
-    def pin(*_):
-        torch.set_num_threads(TRAINING_THREADS)
-
-    def unpin(*_):
-        torch.set_num_threads(before)
-
-    handles = [model.hidden.register_forward_pre_hook(pin),
-               model.classifier.register_forward_hook(unpin)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        torch.set_num_threads(before)
-
-
 def _use_kernels(device: torch.device) -> bool:
     """The fused C kernels run on the CPU only; elsewhere PyTorch's layers do the work."""
     return device.type == "cpu" and kernels.enabled()
 
 
-def _train_one_epoch(model, optimizer, x_train, y_train, config, generator, fused) -> float:
+def _train_one_epoch(model, optimizer, x_train, y_train, config, generator, fused,
+                     norm: ChannelStats | None = None) -> float:
     model.train()
     order = torch.randperm(len(x_train), generator=generator)
     # Summed on the device, read once per epoch: no host sync per batch (matters on a GPU).
@@ -349,6 +299,8 @@ def _train_one_epoch(model, optimizer, x_train, y_train, config, generator, fuse
     for start in range(0, len(order), config.batch_size):
         batch = order[start:start + config.batch_size]
         x = _batch(x_train, batch, config, generator, fused)
+        if norm is not None:
+            x = standardise(x, norm)
         logits = model.forward_fused(x) if fused else model(x)
         loss = F.cross_entropy(logits, y_train[batch], label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
