@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from leukolearn.cli import app, checks
-from leukolearn.cli.train_cmds import (FreezeFeaturesOpt, InitFromOpt, check_head_start,
-                                      checked_init_from)
+from leukolearn.cli.train_cmds import (LR_SCHEDULE_HELP, FreezeFeaturesOpt, InitFromOpt,
+                                      InputNormOpt, check_head_start, checked_init_from)
 from leukolearn.cli.options import (AllowOutsideRootOpt, DatasetArg, LabelTableOpt, NoDedupeOpt,
                                     PositiveOpt, RootArg, RunFoldsOpt, SWEEP, SizeOpt,
                                     parse_folds, parse_sizes,
@@ -63,14 +63,10 @@ def sweep(
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Move the "
                                                     "training targets this far towards uniform, "
                                                     "0 to 0.5 (0: the paper).", rich_help_panel=TRAINING),
-    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="constant (the "
-                                              "paper) or plateau: halve the learning rate when "
-                                              "the validation loss stalls for a fifth of "
-                                              "--patience.", rich_help_panel=TRAINING),
-    input_norm: bool = typer.Option(False, "--input-norm", help="Standardise each colour "
-                                    "channel by the training images' mean and s.d. while "
-                                    "training (the paper: pixel / 255); the model file stays "
-                                    "an ordinary one.", rich_help_panel=TRAINING),
+    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help=LR_SCHEDULE_HELP,
+                                              rich_help_panel=TRAINING),
+    input_norm: bool = typer.Option(False, "--input-norm", help=InputNormOpt.help,
+                                    rich_help_panel=TRAINING),
     init: Optional[str] = typer.Option(None, "--init", help="'keras' (the paper) or 'torch'.", rich_help_panel=TRAINING),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help=InitFromOpt.help, rich_help_panel=TRAINING),
     freeze_features: bool = typer.Option(False, "--freeze-features", help=FreezeFeaturesOpt.help, rich_help_panel=TRAINING),

@@ -32,6 +32,12 @@ InitFromOpt = typer.Option(None, "--init-from", help="Start from this model's we
 FreezeFeaturesOpt = typer.Option(False, "--freeze-features", help="With --init-from: keep its "
                                  "conv blocks fixed, train only the dense layers.",
                                  rich_help_panel=TRAINING)
+LR_SCHEDULE_HELP = ("constant (the paper) or plateau: halve the learning rate when the "
+                    "validation loss stalls for a fifth of --patience.")
+InputNormOpt = typer.Option(False, "--input-norm", help="Standardise each colour channel by the "
+                            "training images' mean and s.d. while training (the paper: pixel "
+                            "/ 255); the model file stays an ordinary one.",
+                            rich_help_panel=TRAINING)
 
 
 def checked_init_from(path: Optional[Path]):
@@ -68,8 +74,8 @@ def train(
     max_epochs: int = typer.Option(TrainConfig.max_epochs, "--max-epochs", rich_help_panel=TRAINING),
     patience: int = typer.Option(TrainConfig.patience, "--patience", help="Early stopping: epochs without a better validation loss.", rich_help_panel=TRAINING),
     label_smoothing: float = typer.Option(TrainConfig.label_smoothing, "--label-smoothing", help="Move the training targets this far towards uniform, 0 to 0.5 (0: the paper).", rich_help_panel=TRAINING),
-    lr_schedule: str = typer.Option(TrainConfig.lr_schedule, "--lr-schedule", help="constant (the paper) or plateau: halve the learning rate when the validation loss stalls for a fifth of --patience.", rich_help_panel=TRAINING),
-    input_norm: bool = typer.Option(False, "--input-norm", help="Standardise each colour channel by the training images' mean and s.d. while training (the paper: pixel / 255); the model file stays an ordinary one.", rich_help_panel=TRAINING),
+    lr_schedule: str = typer.Option(TrainConfig.lr_schedule, "--lr-schedule", help=LR_SCHEDULE_HELP, rich_help_panel=TRAINING),
+    input_norm: bool = InputNormOpt,
     init: str = typer.Option(TrainConfig.init, "--init", help="'keras' (Glorot, zero bias: the paper) or 'torch'.", rich_help_panel=TRAINING),
     restarts: int = typer.Option(TrainConfig.restarts, "--restarts", help="Re-initialise a network that died (constant predictions) up to N times; 0 keeps it, as the paper did.", rich_help_panel=TRAINING),
     no_augment: bool = typer.Option(False, "--no-augment", help="Switch off flips and rotations.", rich_help_panel=TRAINING),
