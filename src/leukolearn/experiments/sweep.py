@@ -33,6 +33,7 @@ from leukolearn.experiments.protocol import Job, Plan, keep_classes, make_plan
 from leukolearn.experiments.workers import attempt, attempt_many, run_parallel
 from leukolearn.runstore.resume import HowItRan, ran_otherwise
 from leukolearn.runstore.store import DatasetInfo, RunStore
+from leukolearn.training.config import not_batchable
 
 from leukolearn.analysis.metrics import METRICS  # the one list of metric names
 
@@ -214,12 +215,9 @@ def sweep_dataset(cells: CellImages, config: Any, out: str | Path, *, dataset_na
     """
     # Everything that can be refused is checked before the run directory is written.
     check_workers(jobs, batch_models, executor, ray_address)
-    if batch_models > 1 and getattr(config.train, "stain_norm", None):
-        raise LeukolearnError("--batch-models does not normalise stains; use --jobs")
-    if batch_models > 1 and getattr(config.train, "lr_schedule", "constant") != "constant":
-        raise LeukolearnError("--batch-models keeps the learning rate constant; use --jobs")
-    if batch_models > 1 and getattr(config.train, "input_norm", False):
-        raise LeukolearnError("--batch-models does not standardise inputs; use --jobs")
+    why = not_batchable(config.train) if batch_models > 1 else None
+    if why:
+        raise LeukolearnError(f"--batch-models {why}; use --jobs")
     if cells.source is not None:
         dataset_name = dataset_name or cells.source.name
         dataset_root = dataset_root or cells.source.root

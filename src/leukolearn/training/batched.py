@@ -47,7 +47,7 @@ from leukolearn.training.augment import (apply_colour, colour_draws, neutral_col
 from leukolearn.data.cellimages import CellImages
 from leukolearn.errors import LeukolearnError
 from leukolearn.model.cnn import ModelConfig, build_model, widened_filters
-from leukolearn.training.config import TrainConfig
+from leukolearn.training.config import TrainConfig, not_batchable
 from leukolearn.training.head_start import (HeadStart, apply_head_start, frozen_names,
                                             load_head_start)
 from leukolearn.training.loop import (EarlyStopping, TrainResult, finish, resolve_device, to_tensor,
@@ -69,12 +69,9 @@ def train_many(cells: CellImages, jobs: Sequence[BatchJob], config: TrainConfig,
     jobs = [(np.asarray(t), np.asarray(v), int(s)) for t, v, s in jobs]
     if not jobs:
         return []
-    if config.stain_norm:  # each job would need its own normalised copy of its cells
-        raise LeukolearnError("training several networks at once does not normalise stains")
-    if config.lr_schedule != "constant":  # its optimiser is written out at one rate
-        raise LeukolearnError("training several networks at once keeps the learning rate constant")
-    if config.input_norm:  # its stacked first convolutions would each need their own fold
-        raise LeukolearnError("training several networks at once does not standardise inputs")
+    why = not_batchable(config)
+    if why:
+        raise LeukolearnError(f"training several networks at once {why}")
     for train_idx, val_idx, _ in jobs:
         if len(train_idx) == 0 or len(val_idx) == 0:
             raise LeukolearnError("training and validation sets must not be empty")

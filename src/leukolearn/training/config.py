@@ -97,5 +97,17 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k not in _RETIRED})
 
 
+def not_batchable(config: TrainConfig) -> str | None:
+    """Why K networks of `config` cannot train at once (`batched.train_many`), or None.
+    One list for the sweep's up-front check and for train_many itself."""
+    if config.stain_norm:  # each job would need its own normalised copy of its cells
+        return "does not normalise stains"
+    if config.lr_schedule != "constant":  # its optimiser is written out at one rate
+        return "keeps the learning rate constant"
+    if config.input_norm:  # its stacked first convolutions would each need their own fold
+        return "does not standardise inputs"
+    return None
+
+
 LR_SCHEDULES = ("constant", "plateau")
 _RETIRED = ("threads",)  # stored by older versions, ignored when read back
